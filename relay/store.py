@@ -506,15 +506,29 @@ def _older_schema(path: object, version: int) -> str:
     )
 
 
-def _not_a_store(path: object, tables: list[str]) -> str:
+# What a Store (``relay serve``) advises for a file that is no store of its own; a reader of a
+# finished run's store gives its own advice (refuse_another_schema's ``advice``).
+_STORE_ADVICE: Final = "give the relay a new file, or a store it wrote"
+
+
+def _not_a_store(path: object, tables: list[str], advice: str = _STORE_ADVICE) -> str:
     """What a SQLite database of another program's (schema version 0, with tables of its own) is
-    told: by the Store opening it, and by :func:`refuse_another_schema` alike."""
+    told: by the Store opening it, and by :func:`refuse_another_schema` alike, with the advice
+    that fits what read it."""
     tables = sorted(tables)
     listed = ", ".join(tables[:8]) + (f", … ({len(tables)} in all)" if len(tables) > 8 else "")
     return (
         f"{path}: a SQLite database, but not a relay store (no schema version, and tables "
-        f"of its own: {listed}); give the relay a new file, or a store it wrote (the file is "
-        "left as it is)"
+        f"of its own: {listed}); {advice} (the file is left as it is)"
+    )
+
+
+def _empty_store(path: object, advice: str) -> str:
+    """What a reader of a finished run's store (:func:`refuse_another_schema` with ``empty``) is told
+    of a file holding no database, or an empty one: no table, no schema version."""
+    return (
+        f"{path}: an empty database (no tables, no schema version), not a relay store; {advice} (the "
+        "file is left as it is)"
     )
 
 
@@ -578,26 +592,32 @@ def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
         raise StoreError(_newer_schema(path, version))
 
 
-def refuse_another_schema(path: str | os.PathLike[str]) -> None:
+def refuse_another_schema(
+    path: str | os.PathLike[str], *, older: bool = True, empty: bool = False, advice: str | None = None
+) -> None:
     """A StoreError if the store at ``path`` is of another schema version than this relaysim's: a
     newer one (:func:`refuse_a_newer_schema`'s words), or an older one, from 1 to SCHEMA_VERSION - 1
     (a Store migrates it as it opens; a reader that reads the file as it is, without a Store, would
     read this version's tables in it: read as having nothing a newer step added, or an SQL error).
     For the readers that read a run's relay.db without opening a Store (``relaysim analyze`` and
-    ``report``, which must not write it). Read only. Version 0 with tables is a SQLite database of
-    another program's, refused in the words a Store refuses it with (``disclose``, ``relay serve``;
-    analyze and report read one holding the relay's tables without a word); version 0 without a table
-    (an empty file) passes: what reads it says so, naming it."""
+    ``report``, which must not write it); ``older=False`` for one that opens it with a Store, on a
+    copy (``disclose``). Read only. Version 0 with tables is a SQLite database of another
+    program's, refused in the words a Store refuses it with, but for the advice: ``advice`` in place
+    of the Store's (which is for ``relay serve``: "give the relay a new file"), and the same advice
+    for an empty one (no table: a file of 0 bytes) when ``empty`` is given; without it an empty one
+    passes (a Store makes its tables there)."""
     read = _read_schema(path)
     if read is None:
         return
     version, tables = read
     if version > len(MIGRATIONS):
         raise StoreError(_newer_schema(path, version))
-    if 0 < version < len(MIGRATIONS):
+    if older and 0 < version < len(MIGRATIONS):
         raise StoreError(_older_schema(path, version))
     if version == 0 and tables:
-        raise StoreError(_not_a_store(path, tables))
+        raise StoreError(_not_a_store(path, tables, advice or _STORE_ADVICE))
+    if version == 0 and tables == [] and empty:
+        raise StoreError(_empty_store(path, advice or _STORE_ADVICE))
 
 
 _RELEASED: Final = tuple(MIGRATIONS)

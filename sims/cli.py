@@ -34,7 +34,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -250,26 +250,35 @@ def _say_report(out: Path, write: bool) -> None:
         raise CliError(str(exc)) from None
 
 
-def _newer_store(out: Path) -> None:
-    """A CliError if a run's ``relay.db`` in ``out`` (or in a profile's folder of it) was written by a
-    newer relaysim, or by an older one: the analyses read the file as it is, as this relaysim writes
-    it, without relay.store, which they must not import (a Store migrates an older file as it opens
-    it, writing it; analyze and report must not). An older one was read without a word: its tables
-    read as this version's. The store owns the check (relay.store.refuse_another_schema), and its
-    words, which disclose's Store gives too for a newer one (and for a SQLite database of another
-    program's). Every relay.db in the folder is checked, at any depth (a comparison's profiles'
-    folders, counterfactual/ and counterfactual/PROFILE/): only DIR/relay.db and DIR/*/relay.db were,
-    and DIR/counterfactual/PROFILE/relay.db went unchecked. Folders reached through a link are not
-    walked into (_no_pipes' walk)."""
+# The advice given with a relay.db that is no relay store (another program's, or an empty one), by
+# every command that reads a finished run's store: a Store's own ("give the relay a new file") is
+# for relay serve.
+_RUN_STORE_ADVICE = "give the relay.db a run wrote (in its --out folder), or run the scenario again"
+
+
+def _newer_store(out: Path, command: str, read: Iterable[Path]) -> None:
+    """A CliError if a relay.db the command reads (``read``: analyze reads DIR/relay.db, report the
+    store of each run whose page it computes) was written by a newer relaysim, or by an older one:
+    the analyses read the file as it is, as this relaysim writes it, without relay.store, which they
+    must not import (a Store migrates an older file as it opens it, writing it; analyze and report
+    must not); or if it is a SQLite database of another program's, or an empty one (the words
+    disclose gives too). The store owns the check (relay.store.refuse_another_schema), and its
+    words. Every other relay.db in the folder, at any depth (a comparison's profiles' folders,
+    counterfactual/ and counterfactual/PROFILE/, a copy the user left in a subfolder), is checked
+    too, and one of these is a warning: the command does not read it, and refused the whole
+    command for it. Folders reached through a link are not walked into (_no_pipes' walk)."""
     from relaysim.relay.store import StoreError, refuse_another_schema
 
+    reads = {os.path.normpath(p) for p in read}
     found = [Path(folder) / "relay.db" for folder, _dirs, names in os.walk(out) if "relay.db" in names]
-    for db in sorted(found, key=lambda p: (len(p.parts), p)):
+    for db in sorted(found, key=lambda p: (os.path.normpath(p) not in reads, len(p.parts), p)):
         if db.is_file():
             try:
-                refuse_another_schema(db)
+                refuse_another_schema(db, empty=True, advice=_RUN_STORE_ADVICE)
             except StoreError as exc:
-                raise CliError(str(exc)) from None
+                if os.path.normpath(db) in reads:
+                    raise CliError(str(exc)) from None
+                print(f"relaysim {command}: warning: {exc} ({command} does not read it)", file=sys.stderr)
 
 
 # The files of a run's folder that show, analyze and report read when they are there, and pass over
@@ -318,7 +327,9 @@ def _report(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
     _no_pipes(out)
-    _newer_store(out)
+    from relaysim.sims.reports.html import relay_stores_read
+
+    _newer_store(out, "report", relay_stores_read(out))
     try:
         with _run_folder_warnings("report"):
             path = write_report(out)
@@ -484,7 +495,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
     from relaysim.relay.profiles import profile_as_of
-    from relaysim.relay.store import Store, StoreError
+    from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.report import disclosure_json, sim_clock
     from relaysim.sims.scenario import MAX_DURATION, parse_duration
@@ -586,6 +597,11 @@ def _disclose(args: argparse.Namespace) -> int:
         if recorded == profile.name
     ]
     keys = [k for k, since in held if since is None]
+    try:  # (a newer store, another program's database, an empty one: in the words analyze gives)
+        refuse_another_schema(db, older=False, empty=True, advice=_RUN_STORE_ADVICE)
+    except StoreError as exc:
+        said = str(exc).removeprefix(f"{db}: ")
+        raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
     with tempfile.TemporaryDirectory(prefix="relaysim-disclose-") as tmp:
         # Serve on a copy: opening a Store may migrate or checkpoint, and the run's file stays as it was.
         copy = Path(tmp) / "relay.db"
@@ -796,7 +812,7 @@ def _analyze(args: argparse.Namespace) -> int:
         problem = run_subfolder_problem(out, name)
         if problem is not None:
             raise CliError(problem)
-    _newer_store(out)
+    _newer_store(out, "analyze", [out / "relay.db"])  # (--as-seen too: kept_beside_seen)
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import RunFolderError, run_disagreements
 

@@ -54,6 +54,7 @@ line) rather than run doing something other than what it says. In particular:
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
+  It holds no NUL (U+0000): the HTML report's parser would drop it (any other character is kept).
 - Names are unique: people, legal processes (each names its disclosure's files, so not even case may
   be all that tells two apart), latency rules (one per pair of regions), the group of a
   ghost_participant demand (one ghost per group). The scenario's name names its output folder:
@@ -601,6 +602,14 @@ class LegalProcessEvent(TimelineEvent):
         """Whether the order is served on the operator of a relay run under ``profile``."""
         return not self.profiles or profile in self.profiles
 
+    def order_names(self) -> tuple[str, ...]:
+        """The names of the orders it serves, which name their disclosures (summary.json's
+        ``disclosures``, ``disclosures/NAME.json``): its own, or, when it names several accounts
+        (``targets``), one per account, ``NAME-ACCOUNT`` (a number's ``+`` left out)."""
+        if self.targets:
+            return tuple(f"{self.name}-{target.lstrip('+')}" for target in self.targets)
+        return (self.name,)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExceptionalAccess(TimelineEvent):
@@ -784,6 +793,21 @@ class _Reader:
             raise self.fail(where, f"expected {_kind_name(kind)}, got {_show(value)}")
         if not isinstance(value, kind):
             raise self.fail(where, f"expected {_kind_name(kind)}, got {_show(value)}")
+        return value
+
+    def text(self, data: Mapping[str, Any], key: str, path: str) -> str:
+        """``data[key]``, a message's text: a string without U+0000 (NUL). A NUL was taken and reached the
+        transcript (JSON's ``\\u0000``) and the HTML report, whose parser drops it without a trace
+        (WHATWG HTML, "The 'in body' insertion mode": a U+0000 character token is a parse error, and
+        ignored): the report showed another text than the one sent. Any other character is kept
+        (line breaks, tabs, any script; the terminal shows a control character escaped)."""
+        value = self.get(data, key, path, str)
+        if "\x00" in value:
+            raise self.fail(
+                f"{path}.{key}" if path else key,
+                f"a NUL character (U+0000) at character {value.index(chr(0)) + 1}: a message's text holds "
+                "none (the HTML report would drop it); remove it",
+            )
         return value
 
     def integer(self, data: Mapping[str, Any], key: str, path: str, bounds: str, default: Any = ...) -> int:
@@ -1682,7 +1706,7 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
                     f"expected one of {_brief(between[0])} or {_brief(between[1])}, got {_brief(sender)}",
                 )
             recipient = between[1] if sender == between[0] else between[0]
-            messages.append(ScriptedMessage(at, sender, recipient, r.get(mt, "text", mpath, str)))
+            messages.append(ScriptedMessage(at, sender, recipient, r.text(mt, "text", mpath)))
         out.append(Conversation((between[0], between[1]), tuple(messages)))
     return tuple(out)
 
@@ -2062,7 +2086,7 @@ def _identity_event(r: _Reader, kind: str, params: Mapping[str, Any], path: str,
     if params[first] == params[second]:
         raise r.fail(f"{path}.{second}", f"expected someone other than {first} {_brief(params[first])}")
     if "text" in params:
-        r.get(params, "text", path, str)
+        r.text(params, "text", path)
 
 
 def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
@@ -2825,7 +2849,7 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
                     )
                 if "by" in ct:
                     raise r.fail(f"{cpath}.by", '"by" goes with "join"')
-                changes.append(GroupChange(at, "message", who, r.get(ct, "text", cpath, str)))
+                changes.append(GroupChange(at, "message", who, r.text(ct, "text", cpath)))
                 continue
             if "text" in ct:
                 raise r.fail(f"{cpath}.text", '"text" goes with "from"')

@@ -541,8 +541,9 @@ def schema_problem(path: str) -> str | None:
 
 def _order_problem(metric: str, orders: Iterable[str]) -> str | None:
     """Why ``metric``, a path under ``disclosures``, names no order of the scenario (``orders``, the
-    names of its legal_process events: summary.json's ``disclosures`` holds one entry per order, by
-    its name, or by its index); None for a metric elsewhere, or one that names an order."""
+    names of the orders a run serves, LegalProcessEvent.order_names: summary.json's ``disclosures``
+    holds one entry per order, by its name, or by its index); None for a metric elsewhere, or one
+    that names an order."""
     parts = metric.split(".")
     if parts[0] != "disclosures" or len(parts) < 2:
         return None
@@ -779,8 +780,7 @@ def run_sweep(
     from relaysim.sims.scenario import LegalProcessEvent
     from relaysim.sims.world.traffic import check_population
 
-    orders: dict[str, None] = {}  # the names of the scenario's legal orders (of any cell), in order
-
+    orders: list[tuple[list[tuple[str, Any]], str, list[str]]] = []  # each cell's, and its profile
     for cell in cells:  # every bad key or value is reported before anything runs
         cell_scenario = build_scenario(text, source, cell)
         usable, left_out = lone_profiles(cell_scenario)
@@ -801,10 +801,22 @@ def run_sweep(
         )
         for seed in seed_list:  # and every device an event names, as each seed makes the people
             check_population(cell_scenario.with_seed(seed))
-        orders.update(dict.fromkeys(e.name for e in cell_scenario.events if isinstance(e, LegalProcessEvent)))
-    for metric in metrics:  # (a NAME no order of the scenario has was found only after every run)
-        if (problem := _order_problem(metric, orders)) is not None:
-            raise SweepError(f"--metric {brief(metric, 's')}: {problem}")
+        # the orders a run of the cell serves, by the names its summary.json's disclosures have: an
+        # order of several accounts is one per account (NAME-ACCOUNT), and one the scenario serves under
+        # other profiles alone is not served (the event's name was taken, the union of every cell's:
+        # the metric was found to name nothing only after every run)
+        served = [
+            name
+            for e in cell_scenario.events
+            if isinstance(e, LegalProcessEvent) and e.served_under(cell_scenario.relay.profile)
+            for name in e.order_names()
+        ]
+        orders.append((cell, cell_scenario.relay.profile, served))
+    for cell, profile, served in orders:
+        for metric in metrics:  # (a NAME no order of the scenario has was found only after every run)
+            if (problem := _order_problem(metric, served)) is not None:
+                where = f" (the cell {_label(cell)}, under {profile})" if cell else ""
+                raise SweepError(f"--metric {brief(metric, 's')}: {problem}{where}")
 
     _check_out_is_this_sweeps(out, base.name, source)
     runs_dir = own_file(out, "runs")  # never a link: the runs would be written wherever it points

@@ -220,7 +220,9 @@ def directory_problems(
     naming them, for a warning (they were passed over, saying nothing). A kind is known if a scenario
     may name it without a share (``kinds``: the caller's, sims.scenario.organisation_kinds, which this
     module may not import: it knows the scenario), or if the run has one of its accounts as relaysim
-    names an organisation's, ``KIND-N`` (a kind a scenario gives a trait_probability of its own)."""
+    names an organisation's, ``KIND-N`` (a kind a scenario gives a trait_probability of its own).
+    And an account of the run it lists that is not named so (a person's), for a warning: the trait
+    inferences leave it out of the people they judge."""
     import re
 
     path = Path(run) / "directory.json"
@@ -236,16 +238,37 @@ def directory_problems(
                 f"{path}: {brief(account, 's')}: unknown kind of organisation {brief(kind)} (known: {', '.join(known)}, or a "
                 "scenario's own kind, whose accounts the run has as KIND-1, KIND-2, …)"
             )
+    problems = []
     missing = sorted(a for a in directory if a not in accounts)
-    if not missing:
-        return []
-    shown = ", ".join(brief(a) for a in missing[:8]) + (
-        f", … ({len(missing)} in all)" if len(missing) > 8 else ""
+    if missing:
+        problems.append(
+            f"{path}: lists {len(missing)} account{'s' if len(missing) != 1 else ''} the run's records name "
+            f"nowhere ({_listed(missing)}): passed over in the trait inferences"
+        )
+    # An account of the run listed as an organisation, not named as relaysim names one (KIND-N: a
+    # person's, as amira's): taken for an organisation, it was left out of the people the trait
+    # inferences judge (sims.analysis.traits: every account not in the directory), saying nothing.
+    people = sorted(
+        account
+        for account, kind in directory.items()
+        if account in accounts and not re.fullmatch(rf"{re.escape(kind)}-[1-9][0-9]*", account)
     )
-    return [
-        f"{path}: lists {len(missing)} account{'s' if len(missing) != 1 else ''} the run's records name "
-        f"nowhere ({shown}): passed over in the trait inferences"
-    ]
+    if people:
+        one = len(people) == 1
+        problems.append(
+            f"{path}: lists {len(people)} account{'' if one else 's'} of the run as "
+            f"{'an organisation' if one else 'organisations'}, not named as relaysim names one (KIND-1, "
+            f"KIND-2, …: {'a person' if one else 'people'}) ({_listed(people)}): "
+            f"{'it is' if one else 'they are'} left out of the people judged in the trait inferences"
+        )
+    return problems
+
+
+def _listed(accounts: list[str]) -> str:
+    """The first 8 of ``accounts``, shown cut, and how many in all."""
+    return ", ".join(brief(a) for a in accounts[:8]) + (
+        f", … ({len(accounts)} in all)" if len(accounts) > 8 else ""
+    )
 
 
 def analyze_run(run: str | Path) -> dict[str, Analysis]:

@@ -52,6 +52,8 @@ class TraitReport:
         return {
             "method": "contacts with accounts a public directory lists (MetaPhone, Mayer et al., PNAS 2016)",
             "directory_accounts": len(self.directory),
+            # the directory read (directory.json as it was): relaysim report compares it with the file
+            "directory": dict(sorted(self.directory.items())),
             "people": self.people,
             "share_by_kind": {
                 k: round(len(self.holders(k)) / self.people, 4) if self.people else None for k in self.kinds()

@@ -33,6 +33,7 @@ from typing import Any
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.analysis.runfiles import (
+    brief,
     broken_link,
     finite_number,
     loads,
@@ -515,11 +516,83 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     if folder.is_dir() and any(folder.glob("*.json")):
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
-        return {f.stem: _load(f, again) for f in sorted(folder.glob("*.json"))}
+        pages = {f.stem: _load(f, again) for f in sorted(folder.glob("*.json"))}
+        _directory_since(run, folder, pages)
+        return pages
     from relaysim.sims.analysis_scoring import as_written, compute_analyses
 
     # (relaysim analyze's own path: the run's directory.json read, and its transcript, as it reads them)
     return {name: as_written(data) for name, (_a, data) in compute_analyses(run).items()}
+
+
+def _directory_since(run: Path, folder: Path, pages: dict[str, Any]) -> None:
+    """A warning (sims.report.RunFolderWarning) if the run's directory.json is not the one analyze
+    read when it wrote ``pages`` (its analysis/ pages): each page's trait inferences record the
+    directory they were made with (sensitive_traits.directory; a page of an older relaysim, how many
+    accounts it listed; a page without them, none). report read the pages and not the file, which
+    may have been edited since, saying nothing; it does not re-analyse (the report shows no trait
+    inference), it says which file changed and how to write the pages again."""
+    import warnings
+
+    from relaysim.sims.analysis.run import run_directory
+    from relaysim.sims.report import RunFolderWarning
+
+    now = run_directory(run) or {}
+    for name, page in pages.items():
+        analysis = page.get("analysis") if isinstance(page, dict) else None
+        traits = analysis.get("sensitive_traits") if isinstance(analysis, dict) else None
+        counted = traits.get("directory_accounts") if isinstance(traits, dict) else None
+        if traits is None:
+            then: dict[str, Any] | None = {}
+        elif isinstance(traits, dict) and isinstance(traits.get("directory"), dict):
+            then = traits["directory"]
+        elif counted not in (None, len(now)):
+            then = None  # (an older page: its count alone)
+        else:
+            continue  # (nothing recorded to tell by)
+        if then == now:
+            continue
+        if then is None:
+            how = f"it lists {len(now)} accounts, the page was made with {counted}"
+        else:
+            changed = sorted(a for a in {*then, *now} if then.get(a) != now.get(a))
+            first = changed[0]
+            how = (
+                f"{len(changed)} account{'s' if len(changed) != 1 else ''} listed otherwise, e.g. {brief(first, 's')}: "
+                f"{brief(now[first]) if first in now else 'not listed'} now, "
+                f"{brief(then[first]) if first in then else 'not listed'} then"
+            )
+        warnings.warn(
+            f"{run / 'directory.json'}: changed since relaysim analyze wrote {folder / (name + '.json')} ({how}): "
+            "the trait inferences in analysis/ are of the directory as it was; write them again with: "
+            f"relaysim analyze {shell_word(run)}",
+            RunFolderWarning,
+            stacklevel=2,
+        )
+        return
+
+
+def relay_stores_read(run: Path) -> list[Path]:
+    """The relay.db files :func:`render_report` reads in the folder ``run``: the store of each run
+    whose page it computes (:func:`_analyses`: a run without analyze's pages; the run itself, or a
+    comparison's profiles' runs), none for the FBI chart (its matrix alone). What it reads is
+    checked by ``relaysim report`` before it reads (cli._newer_store); any other relay.db there is
+    warned of, not refused."""
+    run = Path(run)
+    if (run / "matrix.json").is_file():
+        return []
+    runs = [run]
+    if (run / "comparison.json").is_file():
+        try:
+            profiles = loads(read_run_text(run / "summary.json")).get("compare_profiles") or []
+        except (OSError, ValueError, AttributeError):  # (render_report names what is wrong there)
+            profiles = []
+        runs = [run / p for p in profiles if isinstance(p, str)] if isinstance(profiles, list) else []
+    return [
+        r / "relay.db"
+        for r in runs
+        if not ((r / "analysis").is_dir() and any((r / "analysis").glob("*.json")))
+    ]
 
 
 def _svg(nodes: list[str], edges: list[tuple[str, str, str]], label: str) -> str:

@@ -239,11 +239,8 @@ class Timeline:
         other profiles' operators only (``profiles``) is not served on this one: nothing happens."""
         if not ev.served_under(self.driver.scenario.relay.profile):
             return
-        if ev.targets:
-            for target in ev.targets:
-                self._serve(ev, target, f"{ev.name}-{target.lstrip('+')}")
-        else:
-            self._serve(ev, ev.target, ev.name)
+        for target, name in zip(ev.targets or (ev.target,), ev.order_names(), strict=True):
+            self._serve(ev, target, name)
 
     def _serve(self, ev: LegalProcessEvent, target: str | None, name: str) -> None:
         d = self.driver

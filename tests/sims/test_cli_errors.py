@@ -649,7 +649,7 @@ def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     for db in (other, empty):
         res = cli("disclose", "--db", str(db), "--profile", "signal", "--process", "pta_demand")
-        assert_clean_error(res, db.name, "not a relaysim relay store")
+        assert_clean_error(res, db.name, "not a relay store")  # (the words analyze and report give)
 
 
 def test_disclose_on_a_path_that_is_there_but_no_file_says_what_it_is(tmp_path: Path) -> None:
@@ -1562,16 +1562,62 @@ def test_a_store_with_the_relay_s_tables_but_no_schema_version_is_refused_by_eve
     err = capsys.readouterr().err
     assert f"{out / 'relay.db'}: " in err and err.count("\n") == 1, err
     assert "a SQLite database, but not a relay store (no schema version, and tables of its own: " in err, err
+    # the advice is for a run's reader, not the Store's for relay serve ("give the relay a new file")
+    assert err.endswith(
+        "; give the relay.db a run wrote (in its --out folder), or run the scenario again (the file is left as "
+        "it is)\n"
+    ), err
+    assert "give the relay a new file" not in err, err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
     assert (out / "relay.db").read_bytes() == before
 
 
-@pytest.mark.parametrize("where", ["counterfactual", "counterfactual/signal", "signal/counterfactual/signal"])
-def test_every_relay_db_in_a_run_folder_is_checked_for_another_schema(
-    tf_run: Path, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("content", [b"", "an empty database"])
+def test_an_empty_relay_db_is_refused_in_one_wording_by_every_reader(
+    tf_run: Path, tmp_path: Path, content: bytes | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty relay.db (0 bytes, or a SQLite database without a table): analyze and report said
+    "cannot read it as a relay store (no such table: metadata)", disclose "not a relaysim relay store
+    (it has no accounts or devices or metadata table)". One wording now, after the file's name."""
+    import sqlite3
+
+    out = tmp_path / "empty"
+    shutil.copytree(tf_run, out)
+    (out / "relay.db").write_bytes(b"")
+    if content:
+        sqlite3.connect(out / "relay.db").execute("PRAGMA page_size = 4096").connection.execute(
+            "VACUUM"
+        ).connection.close()
+    said = set()
+    for command in ("analyze", "report", "disclose"):
+        if command == "disclose":
+            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+        else:
+            argv = [command, str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert f"{out / 'relay.db'}: " in err, err
+        said.add(err.split(f"{out / 'relay.db'}: ", 1)[1].removeprefix("cannot open it as a relay store: "))
+    assert said == {
+        "an empty database (no tables, no schema version), not a relay store; give the relay.db a run wrote "
+        "(in its --out folder), or run the scenario again (the file is left as it is)\n"
+    }, said
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "where", ["counterfactual", "counterfactual/signal", "signal/counterfactual/signal", "old copy"]
+)
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_relay_db_of_another_schema_the_command_does_not_read_is_warned_of_not_refused(
+    tf_run: Path, tmp_path: Path, where: str, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cli._newer_store checked DIR/relay.db and DIR/*/relay.db only: a relay.db of another schema in
-    DIR/counterfactual/PROFILE/ (a counterfactual run under several profiles) went unchecked."""
+    DIR/counterfactual/PROFILE/ went unchecked. Then every relay.db at any depth was checked, and
+    one of another schema refused the whole command, even one it does not read (a copy the user
+    left in a subfolder): it is a warning naming the file, the command goes on; the run's own
+    relay.db, which it reads, is refused."""
     import sqlite3
 
     from relaysim.relay.store import SCHEMA_VERSION
@@ -1585,11 +1631,39 @@ def test_every_relay_db_in_a_run_folder_is_checked_for_another_schema(
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()
     con.close()
+    assert main([command, str(out)]) == 0
+    err = capsys.readouterr().err
+    said = f"relaysim {command}: warning: {inner / 'relay.db'}: written by a newer relaysim: schema version {SCHEMA_VERSION + 1}"
+    assert said in err and err.rstrip().endswith(f"({command} does not read it)"), err
+    # the store it reads: refused, naming it
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    (out / "report.html").unlink(missing_ok=True)
+    shutil.copyfile(inner / "relay.db", out / "relay.db")
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"relaysim {command}: {out / 'relay.db'}: written by a newer relaysim"), err
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+
+
+def test_report_refuses_a_comparisons_profile_store_of_another_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A comparison's page of each profile is computed from that profile's relay.db (no analysis/
+    there): report reads it, and refuses it when another relaysim wrote it."""
+    import sqlite3
+
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    out = tmp_path / "cmp"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    con = sqlite3.connect(out / "bes" / "relay.db")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
     assert main(["report", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"{inner / 'relay.db'}: written by a newer relaysim: schema version {SCHEMA_VERSION + 1}" in err, (
-        err
-    )
+    assert err.startswith(f"relaysim report: {out / 'bes' / 'relay.db'}: written by a newer relaysim"), err
     assert not (out / "report.html").exists()
 
 

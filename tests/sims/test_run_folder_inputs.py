@@ -1946,7 +1946,7 @@ def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
     tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """directory.json listing accounts the run has not (``{"x": "clinic"}``) was passed over without a
-    word: a warning names them; an account of the run (amira) is not named; the command goes on."""
+    word: a warning names them; an account of the run (amira) is not among them; the command goes on."""
     run = tmp_path / "run"
     shutil.copytree(tf_run, run)
     (run / "directory.json").write_text(json.dumps({"x": "clinic", "amira": "clinic"}), encoding="utf-8")
@@ -1957,10 +1957,27 @@ def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
         "nowhere ('x'): passed over in the trait inferences\n"
     )
     assert said in err, err
+    assert "nowhere ('amira'" not in err, err  # (a person of the run: the warning of its own, below)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_person_listed_in_the_directory_as_an_organisation_is_warned_of(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A person of the run (amira) listed in directory.json as an organisation was left out of the
+    people the trait inferences judge (sims.analysis.traits: every account not in the directory),
+    saying nothing: a warning names the account; the command goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
     (run / "directory.json").write_text(json.dumps({"amira": "clinic"}), encoding="utf-8")
-    shutil.rmtree(run / "analysis", ignore_errors=True)
     assert main([command, str(run)]) == 0
-    assert "directory.json" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    said = (
+        f"relaysim {command}: warning: {run / 'directory.json'}: lists 1 account of the run as an organisation, "
+        "not named as relaysim names one (KIND-1, KIND-2, …: a person) ('amira'): it is left out of the "
+        "people judged in the trait inferences\n"
+    )
+    assert said in err, err
 
 
 def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wording(
@@ -1993,3 +2010,40 @@ def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wordin
         assert main([command, str(run)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"relaysim {command}: {transcript}: line 5: not "), err
+
+
+def test_report_says_a_directory_edited_since_analyze_wrote_its_pages(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """report reads analyze's pages (analysis/) and not directory.json, which may have been edited
+    since: it went unsaid. Each page records the directory it was made with; report compares it with
+    the file and warns, naming the file, an account listed otherwise and how to write the pages again.
+    A directory as analyze read it, or none then and none now, is no warning."""
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0
+    assert main(["report", str(run)]) == 0
+    assert "directory.json" not in capsys.readouterr().err  # (none then, none now)
+    (run / "directory.json").write_text(json.dumps({"clinic-1": "clinic"}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"relaysim report: warning: {run / 'directory.json'}: changed since relaysim analyze wrote " in err
+    ), err
+    assert "clinic-1: 'clinic' now, not listed then" in err and f"relaysim analyze {run}" in err, err
+    assert main(["analyze", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    assert "changed since" not in capsys.readouterr().err  # (analysed again: the same directory)
+    (run / "directory.json").write_text(json.dumps({"clinic-1": "bank"}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    assert "clinic-1: 'bank' now, 'clinic' then" in capsys.readouterr().err
+    # a page of an older relaysim records how many accounts the directory listed, not which
+    for page in (run / "analysis").glob("*.json"):
+        data = json.loads(page.read_text(encoding="utf-8"))
+        del data["analysis"]["sensitive_traits"]["directory"]
+        page.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    assert "changed since" not in capsys.readouterr().err  # (1 then, 1 now: cannot tell)
+    (run / "directory.json").write_text(json.dumps({"clinic-1": "bank", "bank-1": "bank"}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    assert "(it lists 2 accounts, the page was made with 1)" in capsys.readouterr().err

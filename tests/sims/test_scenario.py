@@ -1618,3 +1618,34 @@ def test_an_unknown_profile_is_refused_naming_each_profile_once() -> None:
     known = str(info.value).split("expected one of ")[1].split(", got")[0].split(", ")
     assert sorted(known) == sorted(repr(p) for p in set(PROFILES) | {"keep-everything"}), known
     assert known[0] == "'keep-everything'"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ('text = "hi"', 'text = "h\\u0000i"', "conversations[0].messages[0].text"),
+        (
+            _RELAY,
+            '[[groups]]\nname = "g"\nmembers = ["alice", "bob"]\n'
+            f'timeline = [{{ at = "1m", from = "bob", text = "\\u0000" }}]\n\n{_RELAY}',
+            "groups[0].timeline[0].text",
+        ),
+        (
+            'kind = "device_offline"\ndevice = "bob/1"',
+            'kind = "relay_swaps_identity"\nvictim = "alice"\ncontact = "bob"\ntext = "ok\\u0000"',
+            "events[0].text",
+        ),
+    ],
+)
+def test_a_message_text_holding_a_nul_is_refused_naming_the_field(old: str, new: str, field: str) -> None:
+    """A NUL (U+0000) in a message's text was taken, and reached the transcript and the HTML report,
+    whose parser drops it (WHATWG HTML, "in body": a U+0000 character token is ignored): refused,
+    naming the field and where in the text; a line break or a tab is kept."""
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    assert str(info.value).startswith(f"bad.toml: {field}: a NUL character (U+0000) at character "), str(
+        info.value
+    )
+    kept = parse_scenario(GOOD.replace('text = "hi"', 'text = "h\\ti\\nyo"', 1), "good.toml")
+    assert kept.conversations[0].messages[0].text == "h\ti\nyo"

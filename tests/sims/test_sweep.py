@@ -822,6 +822,14 @@ def test_a_metric_no_summary_can_hold_is_refused_before_any_run(
             "search-warrant-amira (e.g. disclosures.pen-register-amira.score.contacts.share)",
         ),
         ("two-friends", "disclosures.5", "names no legal order of the scenario"),
+        # an order of several accounts is served as one per account, whose disclosures are NAME-ACCOUNT:
+        # the event's own name was taken, and found to name nothing only after every run
+        (
+            "signal-subpoena-2016",
+            "disclosures.grand-jury-subpoena.score.contacts.share",
+            "names no legal order of the scenario after disclosures.; its orders are grand-jury-subpoena-dana, "
+            "grand-jury-subpoena-17035550143 (e.g. disclosures.grand-jury-subpoena-dana.score.contacts.share)",
+        ),
         (
             "tiny",
             "disclosures.x.score.contacts.share",
