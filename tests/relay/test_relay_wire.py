@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import struct
@@ -28,13 +29,34 @@ ENVELOPE = wire.Envelope(id=b"E" * 16, body=b"ciphertext", timestamp=1_700_000_0
 # One of every frame kind, with optional fields both set and not.
 EXAMPLES: list[wire.Frame] = [
     KEYS.register(5),
+    dataclasses.replace(
+        KEYS.register(5),
+        proof=b"p" * 8,
+        push_token=b"a" * 32,
+        device_type="phone",
+        app_version="7.1.0",
+        device_signature=b"d" * 64,
+    ),
     wire.UploadPrekeys(id=6),
     wire.UploadPrekeys(id=6, one_time_prekeys=KEYS.prekeys(3), signed_prekey=KEYS.signed_prekey()),
+    wire.UploadPrekeys(
+        id=6,
+        one_time_prekeys=KEYS.prekeys(1),
+        kem_prekeys=KEYS.kem_prekeys(2),
+        signed_prekey=KEYS.signed_prekey(),
+        last_resort_kem_prekey=KEYS.kem_prekeys(1)[0],
+        delivery_token=b"t" * 32,
+    ),
     wire.FetchBundle(id=7, account="bob"),
     wire.FetchBundle(id=7, account="bob", delivery_token=b"t" * 32),
+    wire.FetchBundle(id=7, account="bob", delivery_token=b"t" * 32, key_log=True),
     wire.AuthChallenge(id=8, account="alice", device=2),
     wire.Authenticate(id=9, nonce=b"n" * 32, signature=b"s" * 64),
     wire.Send(id=10, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"x"), wire.OutgoingEnvelope(2, b"", 77))),
+    wire.Send(id=10, to="bob", envelopes=(wire.OutgoingEnvelope(3, b"y", 78),)),
+    wire.SealedSend(
+        id=11, to="bob", delivery_token=b"t" * 32, envelopes=(wire.OutgoingEnvelope(3, b"y", 78),)
+    ),
     wire.SealedSend(id=11, to="bob", delivery_token=b"t" * 32, envelopes=(wire.OutgoingEnvelope(1, b"x"),)),
     wire.GetSenderCertificate(id=12),
     wire.Receive(id=13),
@@ -55,7 +77,17 @@ EXAMPLES: list[wire.Frame] = [
         id=22, group=b"G" * 16, version=0, state=b"o", write_key=b"k" * 32, signature=b"s" * 64
     ),
     wire.PutGroupState(id=22, group=b"G" * 16, version=9, state=b"", signature=b"s" * 64),
+    wire.PutGroupState(
+        id=22,
+        group=b"G" * 16,
+        version=1,
+        state=b"o",
+        write_key=b"k" * 32,
+        signature=b"s" * 64,
+        write_keys=(b"j" * 32, b"k" * 32),
+    ),
     wire.GetGroupState(id=23, group=b"G" * 16),
+    wire.GetGroupState(id=23, group=b"G" * 16, write_keys=True),
     wire.Registered(id=5, account="alice", device=1),
     wire.PrekeysUploaded(id=6, one_time_prekeys=3, kem_prekeys=0),
     wire.Bundle(id=7, account="bob", devices=()),
@@ -1497,6 +1529,66 @@ def _requests_with_a_field_out_of_range() -> list[tuple[str, bytes, int, str]]:
 
 
 _OUT_OF_RANGE = _requests_with_a_field_out_of_range()
+
+
+def _field_paths(spec: object, path: str) -> Iterator[tuple[str, bool]]:
+    """Every field path under a field of spec ``spec`` at ``path`` (a list's by its first item, ``[0]``),
+    itself first, each with whether it has a range to be out of (a number's bounds, a str's or a bin's
+    length, a list's count; a flag and a bin bounded by the frame alone have none), from the wire's own
+    specs."""
+    while isinstance(spec, wire._Optional):
+        spec = spec.inner
+    if isinstance(spec, wire._Struct):
+        yield path, False
+        for name, sub, _default in spec.cls._specs():
+            yield from _field_paths(sub, f"{path}.{name}")
+    elif isinstance(spec, wire._List):
+        yield path, True
+        yield from _field_paths(spec.item, f"{path}[0]")
+    elif isinstance(spec, wire._Bytes):
+        yield path, spec.size is not None or spec.max_size is not None
+    else:
+        yield path, isinstance(spec, wire._UInt | wire._Str)
+
+
+def _set_paths(value: object, path: str) -> Iterator[str]:
+    """The paths of what a wire value (a frame's field) holds, as _field_paths names them."""
+    yield path
+    if isinstance(value, dict):
+        for name, sub in value.items():
+            if sub is not None:
+                yield from _set_paths(sub, f"{path}.{name}")
+    elif isinstance(value, list) and value:
+        yield from _set_paths(value[0], f"{path}[0]")
+
+
+def test_every_field_of_every_request_kind_is_set_in_an_example_and_sent_out_of_its_range() -> None:
+    """The out-of-range cases are made from EXAMPLES, so a field that no example of its kind sets (a
+    register's push_token, an upload's KEM prekeys, a put's write_keys) was never sent out of its range.
+    Every field of every request kind, the optional ones and those of the maps inside, as the wire's own
+    specs list them, is set in some example; and each that has a range is among the cases."""
+    set_in: dict[str, set[str]] = {}
+    for example in EXAMPLES:
+        if isinstance(example, wire.Request):
+            body = msgpack.unpackb(wire.encode_body(example))
+            paths = set_in.setdefault(example.kind, set())
+            for name, value in body.items():
+                paths.update(_set_paths(value, name))
+    cased: dict[str, set[str]] = {}
+    for case_id, _data, _request_id, path in _OUT_OF_RANGE:
+        cased.setdefault(case_id.split("-", 1)[0], set()).add(path)
+    never_set, never_cased = [], []
+    for kind, cls in wire.REQUEST_KINDS.items():
+        for name, spec, _default in cls._specs():
+            if name == "id":
+                continue
+            for path, ranged in _field_paths(spec, name):
+                if path not in set_in.get(kind, set()):
+                    never_set.append(f"{kind}.{path}")
+                elif ranged and path not in cased.get(kind, set()):
+                    never_cased.append(f"{kind}.{path}")
+    assert not never_set, never_set
+    assert not never_cased, never_cased
 
 
 @pytest.mark.parametrize(
