@@ -2634,6 +2634,18 @@ def _read_id(root: Any) -> int:
     return 0
 
 
+def _in_kind(root: Any) -> str:
+    """How an error about a frame body read as _Pairs names the frame's kind, as an unknown field's does:
+    `` (in a 'send' frame)`` when the body has one ``kind`` key that is a str (quoted, as a peer's kind
+    always is: :func:`quoted`); else nothing (no one kind to name)."""
+    if type(root) is not _Pairs:
+        return ""
+    kinds = [v for k, v in root if type(k) is str and k == "kind"]
+    if len(kinds) != 1 or type(kinds[0]) is not str:
+        return ""
+    return f" (in a {quoted(kinds[0])} frame)"
+
+
 def _check_keys_once(body: bytes | bytearray) -> None:
     """Refuse a frame body in which a map, the frame's own or one inside it, names a key more than
     once (the first such key, by its path: ``v``, ``envelopes[1].device``).
@@ -2647,6 +2659,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         return
     root = _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
     request_id = _read_id(root)
+    in_kind = _in_kind(root)
     found = _repeated_key(root)
     if found is not None:
         key, place = found
@@ -2654,7 +2667,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {quoted(key)} more than once{within}; each key once",
+            f"frame body names the key {quoted(key)} more than once{within}; each key once{in_kind}",
             field=where,
             request_id=request_id,
         )
@@ -2671,7 +2684,8 @@ def _check_keys_once(body: bytes | bytearray) -> None:
                     raise RemoteProtocolError(
                         ErrorCode.WRONG_TYPE,
                         f"the keys of {where or 'the frame'} must be strings; got the {_type_name(first)} key "
-                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one",
+                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one"
+                        f"{in_kind}",
                         field=_path_text((path, first, False)),
                         request_id=request_id,
                     )
@@ -2683,7 +2697,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
     # from the ones the peer sent).
     raise RemoteProtocolError(
         ErrorCode.INVALID_VALUE,
-        "frame body has a map that a map reader holds with fewer keys than it names; each key once",
+        f"frame body has a map that a map reader holds with fewer keys than it names; each key once{in_kind}",
         request_id=request_id,
     )
 

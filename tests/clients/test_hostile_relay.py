@@ -186,7 +186,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
         lambda r, a: [
             _raw_pairs(("v", 1), ("id", r.id), ("kind", "pong"), ("zzz", _Twice(("a", 1), ("a", 2))))
         ],
-        "invalid_value: frame body names the key 'a' more than once (at zzz.a); each key once",
+        "invalid_value: frame body names the key 'a' more than once (at zzz.a); each key once (in a 'pong' frame)",
     ),
 }
 

@@ -586,6 +586,47 @@ def test_a_key_named_twice_inside_a_nested_map_is_refused_by_its_path(second: by
     err = _decoding_error(_frame(_send_body(second), raw=True))
     assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, field)
     assert "more than once" in err.message and field in err.message
+    assert err.message.endswith("(in a 'send' frame)"), err.message  # (the kind, as unknown_field names it)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message", "field"),
+    [
+        (
+            (("zzz", _map(("a", msgpack.packb(1)), ("a", msgpack.packb(2)))),),
+            "frame body names the key 'a' more than once (at zzz.a); each key once (in a 'ping' frame)",
+            "zzz.a",
+        ),
+        (
+            (("id", msgpack.packb(5)),),
+            "frame body names the key 'id' more than once; each key once (in a 'ping' frame)",
+            "id",
+        ),
+        (
+            (("kind", msgpack.packb("ping")),),  # (two kinds: no one kind to name)
+            "frame body names the key 'kind' more than once; each key once",
+            "kind",
+        ),
+        (
+            ((1, msgpack.packb(0)), (True, msgpack.packb(0))),
+            "the keys of the frame must be strings; got the int key 1 and the bool key True, which a map "
+            "reader holds as one (in a 'ping' frame)",
+            "1",
+        ),
+    ],
+    ids=["nested", "top", "kind-twice", "held-as-one"],
+)
+def test_a_key_named_twice_is_refused_naming_the_frame_s_kind_the_field_and_the_id(
+    pairs: tuple[tuple[object, bytes], ...], message: str, field: str
+) -> None:
+    """An independent check's rule: every refusal names the frame's kind, the field by its path and the
+    request's id. The refusal of a key named twice named the field and the id, not the kind (which
+    unknown_field's names: "(in a 'send' frame)"); now it does, when the body names one kind."""
+    p = msgpack.packb
+    body = _map(("v", p(1)), ("id", p(5)), ("kind", p("ping")), *pairs)
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.message, err.field) == (message, field), err
+    assert err.request_id == (0 if field == "id" else 5), err  # (an id named twice is no one id)
 
 
 @pytest.mark.parametrize(
