@@ -22,6 +22,7 @@ import enum
 import functools
 import hashlib
 import itertools
+import re
 import struct
 import sys
 import threading
@@ -489,7 +490,28 @@ def cut(shown: str) -> str:
     ``surrogateescape`` (not UTF-8) in it is shown by its bytes' escapes, ``\\xff``, never ``\\udcff``
     (:func:`_bytes_escaped`)."""
     shown = _bytes_escaped(shown)
-    return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+    return (
+        shown
+        if len(shown) <= MAX_QUOTED
+        else f"{_whole_head(shown, MAX_QUOTED)}… ({len(shown):,} characters)"
+    )
+
+
+# One thing a shown text says: an escape as a repr writes one (``\\``, ``\n``, ``\x1b``, ``\u2028``,
+# ``\U0001f600``; and as :func:`_bytes_escaped` and :func:`for_log` write them), or one character.
+_SHOWN_UNIT: Final = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)|.", re.DOTALL)
+
+
+def _whole_head(shown: str, most: int) -> str:
+    """The longest head of ``shown`` of at most ``most`` characters that cuts no escape in two: a cut at
+    ``most`` characters alone left ``\\x1`` of ``\\x1b`` before its "…", an escape of no character. Read
+    from the start (an escaped backslash, ``\\\\``, is one), and no further than ``most``."""
+    end = 0
+    for unit in _SHOWN_UNIT.finditer(shown):
+        if unit.end() > most:
+            break
+        end = unit.end()
+    return shown[:end]
 
 
 def _bytes_escaped(text: str) -> str:
@@ -526,10 +548,26 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     start a line of its own nor drive a terminal (log injection: CWE-117, "Improper Output
     Neutralization for Logs"); a str read with ``surrogateescape`` (not UTF-8) in it by its bytes'
     escapes, ``\\xff``, as :func:`quoted` shows one by its bytes, never ``\\udcff``; and
-    at most ``most`` characters, then "…" and how long it was."""
+    at most ``most`` characters, cut between escapes, never inside one (:func:`_whole_head`), then "…"
+    and how long it was, escaped. A ``\\x`` escape of 80 to ff is always a byte that is not UTF-8: a
+    character from U+0080 up that is not printable (the C1 controls U+0080 to U+009F, U+00A0, U+00AD, a
+    U+2028) is shown by its code point, ``\\u0085``, never as its repr would, ``\\x85``, the escape of
+    the byte 0x85; ``\\x`` below 80 is a character (``\\x1b``, ``\\x7f``), as no byte below 0x80 is
+    ever not UTF-8 (docs/protocol.md, "Errors")."""
     if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in _bytes_escaped(text))
-    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
+        text = "".join(_log_escaped(c) for c in text)
+    return text if len(text) <= most else f"{_whole_head(text, most)}… ({len(text):,} characters)"
+
+
+def _log_escaped(c: str) -> str:
+    """One character of a text as :func:`for_log` shows it."""
+    if c.isprintable():
+        return c
+    if "\udc80" <= c <= "\udcff":  # (a byte that is not UTF-8, read with surrogateescape)
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    if "\x80" <= c <= "\xff":  # (repr's \x85 would be the byte's escape)
+        return f"\\u{ord(c):04x}"
+    return repr(c)[1:-1]
 
 
 def _as_sent(value: Any) -> Any:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -474,6 +475,56 @@ def test_cut_and_for_log_show_a_str_not_utf8_by_its_bytes() -> None:
     assert long == ("a\\xffb\\x80" * 6)[: wire.MAX_QUOTED] + "… (300 characters)", long
     assert "\\udc" not in long and "\\udc" not in wire.for_log(not_utf8 * 300)
     assert wire.cut("plain") == "plain" and wire.cut("\u00ff\x80") == "\u00ff\x80"  # (no surrogate: as given)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["\x1b", "\n", "\u2028", "\U000e0001", b"\xff".decode("utf-8", "surrogateescape"), "\ud800", "\x85"],
+    ids=["esc", "newline", "line-separator", "tag", "byte-not-utf8", "lone-surrogate", "c1-control"],
+)
+@pytest.mark.parametrize("before", range(1, 10))
+def test_for_log_and_cut_cut_between_escapes_never_inside_one(unit: str, before: int) -> None:
+    """for_log and cut cut after escaping, at a count of characters alone: an escape reaching past the cut
+    was split, ``\\x1`` then "…", the escape of no character (a log line that says neither what was sent
+    nor that it was cut there). Now each cuts before an escape that would not fit whole; what it shows is
+    a head of the whole text as shown, escapes whole."""
+    text = "x" * (wire.MAX_LOGGED - before) + unit + "y" * 20
+    whole = wire.for_log(text, most=10_000)
+    shown = wire.for_log(text)
+    head, _, rest = shown.partition("… (")
+    assert rest == f"{len(whole):,} characters)", shown
+    assert whole.startswith(head) and len(head) <= wire.MAX_LOGGED, shown
+    escape = whole[wire.MAX_LOGGED - before :].removesuffix("y" * 20)
+    kept = "x" * (wire.MAX_LOGGED - before)
+    assert head == kept or head.startswith(kept + escape), (head[-12:], escape)
+    # cut: the same for a str with a byte not UTF-8 (its escape its own), and for a repr's escapes
+    for value in (
+        "x" * (wire.MAX_QUOTED - before) + b"\xff".decode("utf-8", "surrogateescape") + "y" * 20,
+        repr(["x" * (wire.MAX_QUOTED - before - 3) + unit + "y" * 20]),
+    ):
+        full = wire._bytes_escaped(value)
+        got = wire.cut(value)
+        cut_head = got.partition("… (")[0]
+        assert full.startswith(cut_head) and len(cut_head) <= wire.MAX_QUOTED, got
+        assert not re.search(r"(?<!\\)\\(x.?|u.{0,3}|U.{0,7})$", cut_head), got  # (no escape cut short)
+
+
+def test_for_log_tells_a_byte_not_utf8_from_a_control_character() -> None:
+    """for_log showed a byte that is not UTF-8 (0x85, read with surrogateescape) by its escape, \\x85, and
+    the control character U+0085 (NEL) by its repr's, \\x85 too: two things a peer may send, one log
+    line. Now a character from U+0080 up that is not printable is shown by its code point, \\u0085, and
+    a \\x escape of 80 to ff is always a byte (docs/protocol.md, "Errors")."""
+    byte = b"\x85".decode("utf-8", "surrogateescape")
+    assert wire.for_log(byte) == "\\x85"
+    assert wire.for_log("\x85") == "\\u0085"
+    assert wire.for_log("\xa0\xad\x9f") == "\\u00a0\\u00ad\\u009f"
+    assert (
+        wire.for_log("\x1b\x7f\u2028") == "\\x1b\\x7f\\u2028"
+    )  # (below 0x80 a character; above 0xff as repr)
+    shown = {wire.for_log(chr(c)) for c in range(0x80, 0x100)} | {
+        wire.for_log(bytes([b]).decode("utf-8", "surrogateescape")) for b in range(0x80, 0x100)
+    }
+    assert len(shown) == 256  # (each of 128 characters and 128 bytes its own)
 
 
 def test_nested_errors_name_the_path() -> None:
