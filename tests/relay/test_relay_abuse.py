@@ -1067,8 +1067,9 @@ async def test_a_device_that_never_reads_its_deliveries_holds_its_bound_and_nobo
     carol_keys = DeviceKeys.make("carol")
     body = bytes(200_000)
     async with trio.open_nursery() as nursery:
-        server: RelayServer = await nursery.start(partial(serve, core, "127.0.0.1", 0))
-        server.write_timeout = 1.0  # (30 s by default: relay.server.DEFAULT_WRITE_TIMEOUT)
+        # (30 s by default: relay.server.DEFAULT_WRITE_TIMEOUT; serve's write_timeout, --write-timeout)
+        server: RelayServer = await nursery.start(partial(serve, core, "127.0.0.1", 0, write_timeout=1.0))
+        assert server.write_timeout == 1.0
         bound = server.max_queued_bytes_per_device
         clients = [WireClient(await trio.open_tcp_stream("127.0.0.1", server.port)) for _ in range(3)]
         alice, bob, carol = clients
