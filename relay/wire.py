@@ -1967,8 +1967,10 @@ CLOSED: Final = _Event.CLOSED
 
 def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
     message = e.message
-    if kind is not None and e.code is ErrorCode.UNKNOWN_FIELD and f"{kind!r}" not in message:
-        message = f"{message} (in a {kind!r} frame)"  # a map inside the frame: name the frame too
+    if kind is not None and f"{kind!r} frame" not in message:
+        # Every refusal of a field of a frame of a known kind names the kind (with the field's path and
+        # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
+        message = f"{message} (in a {kind!r} frame)"
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
 
 

@@ -914,10 +914,10 @@ def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
     assert (e.code, e.field, e.message) == (
         wire.ErrorCode.WRONG_TYPE,
         "limit",
-        "limit must be an unsigned integer, got ext",
+        "limit must be an unsigned integer, got ext (in a 'receive' frame)",
     )
     e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
-    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
+    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1) (in a 'receive' frame)"
 
 
 def _ping_with(*pairs: tuple[object, bytes], packed_id: bytes = msgpack.packb(5)) -> bytes:
@@ -1692,9 +1692,11 @@ def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with
     """relay16 sent every wrong type; this sends every field of every request kind (and of the structs and
     the first item of the lists inside) just out of its range: a number one below or above its bounds,
     a str one character too long, empty or with a control character, a bin one byte off, a list one item
-    too long. Each is refused invalid_value naming that field by its path, with the request's id."""
+    too long. Each is refused invalid_value naming that field by its path, with the request's id, and
+    the frame's kind (as an unknown field's refusal names it; it did not, relay19)."""
     e = _decoding_error(data)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e
+    assert e.message.endswith(f"(in a {msgpack.unpackb(data[4:])['kind']!r} frame)"), e.message
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
