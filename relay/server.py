@@ -1169,6 +1169,7 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_queued_bytes_per_device: int = DEFAULT_MAX_QUEUED_BYTES,
     retention_interval: float = DEFAULT_RETENTION_INTERVAL,
@@ -1187,6 +1188,7 @@ async def serve(
     server = RelayServer(
         core,
         read_timeout=read_timeout,
+        write_timeout=write_timeout,
         max_connections=max_connections,
         max_queued_bytes_per_device=max_queued_bytes_per_device,
         max_connections_per_address=max_connections_per_address,
@@ -1244,7 +1246,8 @@ _WHOLE_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,4})?")
 # The largest queue cap: what SQLite's integers hold (the store counts queued envelopes and bytes).
 MAX_CAP: Final = 2**63 - 1
-# The longest --read-timeout: a day (a connection silent for longer is gone).
+# The longest --read-timeout and --write-timeout: a day (a connection silent, or not reading, for longer
+# is gone).
 MAX_READ_TIMEOUT: Final = 86_400.0
 
 
@@ -1527,6 +1530,13 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         type=_seconds,
         default=DEFAULT_READ_TIMEOUT,
         help="seconds a connection may go without a complete frame (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write-timeout",
+        type=_seconds,
+        default=DEFAULT_WRITE_TIMEOUT,
+        help="seconds a connection may go taking nothing the relay writes to it (a device that stopped "
+        "reading) before it is closed (default: %(default)s)",
     )
     g = parser.add_argument_group("limits (a rate, and a cap that says so, takes off to turn it off)")
     g.add_argument(
@@ -1862,6 +1872,7 @@ async def _run(
                         opts.port,
                         ssl_context=ssl_context,
                         read_timeout=opts.read_timeout,
+                        write_timeout=opts.write_timeout,
                         max_connections=opts.max_connections,
                         max_queued_bytes_per_device=opts.max_queued_bytes,
                         max_connections_per_address=opts.max_connections_per_address,

@@ -22,6 +22,7 @@ import enum
 import functools
 import hashlib
 import itertools
+import re
 import struct
 import sys
 import threading
@@ -489,7 +490,28 @@ def cut(shown: str) -> str:
     ``surrogateescape`` (not UTF-8) in it is shown by its bytes' escapes, ``\\xff``, never ``\\udcff``
     (:func:`_bytes_escaped`)."""
     shown = _bytes_escaped(shown)
-    return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+    return (
+        shown
+        if len(shown) <= MAX_QUOTED
+        else f"{_whole_head(shown, MAX_QUOTED)}… ({len(shown):,} characters)"
+    )
+
+
+# One thing a shown text says: an escape as a repr writes one (``\\``, ``\n``, ``\x1b``, ``\u2028``,
+# ``\U0001f600``; and as :func:`_bytes_escaped` and :func:`for_log` write them), or one character.
+_SHOWN_UNIT: Final = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)|.", re.DOTALL)
+
+
+def _whole_head(shown: str, most: int) -> str:
+    """The longest head of ``shown`` of at most ``most`` characters that cuts no escape in two: a cut at
+    ``most`` characters alone left ``\\x1`` of ``\\x1b`` before its "…", an escape of no character. Read
+    from the start (an escaped backslash, ``\\\\``, is one), and no further than ``most``."""
+    end = 0
+    for unit in _SHOWN_UNIT.finditer(shown):
+        if unit.end() > most:
+            break
+        end = unit.end()
+    return shown[:end]
 
 
 def _bytes_escaped(text: str) -> str:
@@ -526,10 +548,26 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     start a line of its own nor drive a terminal (log injection: CWE-117, "Improper Output
     Neutralization for Logs"); a str read with ``surrogateescape`` (not UTF-8) in it by its bytes'
     escapes, ``\\xff``, as :func:`quoted` shows one by its bytes, never ``\\udcff``; and
-    at most ``most`` characters, then "…" and how long it was."""
+    at most ``most`` characters, cut between escapes, never inside one (:func:`_whole_head`), then "…"
+    and how long it was, escaped. A ``\\x`` escape of 80 to ff is always a byte that is not UTF-8: a
+    character from U+0080 up that is not printable (the C1 controls U+0080 to U+009F, U+00A0, U+00AD, a
+    U+2028) is shown by its code point, ``\\u0085``, never as its repr would, ``\\x85``, the escape of
+    the byte 0x85; ``\\x`` below 80 is a character (``\\x1b``, ``\\x7f``), as no byte below 0x80 is
+    ever not UTF-8 (docs/protocol.md, "Errors")."""
     if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in _bytes_escaped(text))
-    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
+        text = "".join(_log_escaped(c) for c in text)
+    return text if len(text) <= most else f"{_whole_head(text, most)}… ({len(text):,} characters)"
+
+
+def _log_escaped(c: str) -> str:
+    """One character of a text as :func:`for_log` shows it."""
+    if c.isprintable():
+        return c
+    if "\udc80" <= c <= "\udcff":  # (a byte that is not UTF-8, read with surrogateescape)
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    if "\x80" <= c <= "\xff":  # (repr's \x85 would be the byte's escape)
+        return f"\\u{ord(c):04x}"
+    return repr(c)[1:-1]
 
 
 def _as_sent(value: Any) -> Any:
@@ -1929,8 +1967,10 @@ CLOSED: Final = _Event.CLOSED
 
 def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
     message = e.message
-    if kind is not None and e.code is ErrorCode.UNKNOWN_FIELD and f"{kind!r}" not in message:
-        message = f"{message} (in a {kind!r} frame)"  # a map inside the frame: name the frame too
+    if kind is not None and f"{kind!r} frame" not in message:
+        # Every refusal of a field of a frame of a known kind names the kind (with the field's path and
+        # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
+        message = f"{message} (in a {kind!r} frame)"
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
 
 
@@ -2634,6 +2674,18 @@ def _read_id(root: Any) -> int:
     return 0
 
 
+def _in_kind(root: Any) -> str:
+    """How an error about a frame body read as _Pairs names the frame's kind, as an unknown field's does:
+    `` (in a 'send' frame)`` when the body has one ``kind`` key that is a str (quoted, as a peer's kind
+    always is: :func:`quoted`); else nothing (no one kind to name)."""
+    if type(root) is not _Pairs:
+        return ""
+    kinds = [v for k, v in root if type(k) is str and k == "kind"]
+    if len(kinds) != 1 or type(kinds[0]) is not str:
+        return ""
+    return f" (in a {quoted(kinds[0])} frame)"
+
+
 def _check_keys_once(body: bytes | bytearray) -> None:
     """Refuse a frame body in which a map, the frame's own or one inside it, names a key more than
     once (the first such key, by its path: ``v``, ``envelopes[1].device``).
@@ -2647,6 +2699,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         return
     root = _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
     request_id = _read_id(root)
+    in_kind = _in_kind(root)
     found = _repeated_key(root)
     if found is not None:
         key, place = found
@@ -2654,7 +2707,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {quoted(key)} more than once{within}; each key once",
+            f"frame body names the key {quoted(key)} more than once{within}; each key once{in_kind}",
             field=where,
             request_id=request_id,
         )
@@ -2671,7 +2724,8 @@ def _check_keys_once(body: bytes | bytearray) -> None:
                     raise RemoteProtocolError(
                         ErrorCode.WRONG_TYPE,
                         f"the keys of {where or 'the frame'} must be strings; got the {_type_name(first)} key "
-                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one",
+                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one"
+                        f"{in_kind}",
                         field=_path_text((path, first, False)),
                         request_id=request_id,
                     )
@@ -2683,7 +2737,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
     # from the ones the peer sent).
     raise RemoteProtocolError(
         ErrorCode.INVALID_VALUE,
-        "frame body has a map that a map reader holds with fewer keys than it names; each key once",
+        f"frame body has a map that a map reader holds with fewer keys than it names; each key once{in_kind}",
         request_id=request_id,
     )
 

@@ -140,7 +140,18 @@ def brief(value: object, spec: str = "") -> str:
 
 
 def _cut(shown: str) -> str:
-    return shown if len(shown) <= MAX_SHOWN else f"{shown[:MAX_SHOWN]}… ({len(shown):,} characters)"
+    if len(shown) <= MAX_SHOWN:
+        return shown
+    end = 0  # (cut between escapes, never inside one: relay.wire._whole_head's twin)
+    for unit in _SHOWN_UNIT.finditer(shown):
+        if unit.end() > MAX_SHOWN:
+            break
+        end = unit.end()
+    return f"{shown[:end]}… ({len(shown):,} characters)"
+
+
+# One thing a shown text says: an escape as a repr writes one, or one character (relay.wire._SHOWN_UNIT).
+_SHOWN_UNIT = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)|.", re.DOTALL)
 
 
 def finite_number(value: Any) -> bool:

@@ -177,7 +177,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
                 }
             )
         ],
-        "wrong_type: body must be binary data (msgpack bin), got int (at envelope.body)",
+        "wrong_type: body must be binary data (msgpack bin), got int (in a 'deliver' frame) (at envelope.body)",
     ),
     "closed with no answer": (lambda r, a: [None], "the relay closed the connection"),
     # docs/protocol.md, Errors: the fields a device does not know are read past, but what every version-1
@@ -186,7 +186,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
         lambda r, a: [
             _raw_pairs(("v", 1), ("id", r.id), ("kind", "pong"), ("zzz", _Twice(("a", 1), ("a", 2))))
         ],
-        "invalid_value: frame body names the key 'a' more than once (at zzz.a); each key once",
+        "invalid_value: frame body names the key 'a' more than once (at zzz.a); each key once (in a 'pong' frame)",
     ),
 }
 

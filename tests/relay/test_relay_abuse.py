@@ -12,8 +12,10 @@ import dataclasses
 import select
 import socket
 import time
+import types
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -23,7 +25,7 @@ from relaysim.relay.core import ConnectionContext, RelayCore
 from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.metadata import RecordKind
-from relaysim.relay.server import _LINGER, RelayServer, peer_address, serve
+from relaysim.relay.server import _LINGER, RelayServer, memory_ceiling, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
 from tests.helpers import (
     DeviceKeys,
@@ -645,15 +647,40 @@ async def _readable(sockets: list[socket.socket], count: int) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def _peak_held(server: RelayServer, seconds: float = 1.5) -> int:
-    """The most bytes any one connection held unsent, sampled every 10 ms for ``seconds``."""
-    peak = 0
+def _held(c: Any) -> tuple[int, int]:
+    """The bytes a connection holds, as relay.server.memory_ceiling counts them (its unsent output, the
+    outbox and what is being written, ``unsent``, and what its decoder has received and not returned),
+    and the unsent part alone. Each byte once: ``unsent`` holds the outbox (it was added again: a
+    ceiling then said less than it seemed to)."""
+    buffered = c.decoder.buffered if c.decoder is not None else 0
+    return c.unsent + buffered, c.unsent
+
+
+async def _peak_held(server: RelayServer, seconds: float = 1.5) -> tuple[int, int]:
+    """The most bytes any one connection held (_held) and the most it held unsent, sampled every 10 ms
+    for ``seconds``."""
+    peak = peak_unsent = 0
     with trio.move_on_after(seconds):
         while True:
             await trio.sleep(0.01)
             for c in server._connections.values():
-                peak = max(peak, c.unsent + len(b"".join(c.outbox)))
-    return peak
+                held, unsent = _held(c)
+                peak, peak_unsent = max(peak, held), max(peak_unsent, unsent)
+    return peak, peak_unsent
+
+
+def test_what_a_connection_holds_is_counted_once() -> None:
+    """_peak_held added the outbox to ``unsent``, which holds it already: 10 bytes in the outbox and 5
+    being written counted 25, the ceilings below each a ceiling on less than they said. Now each byte
+    once, the decoder's buffer among them (docs/protocol.md: the unsent bound, a frame and the decoder's
+    buffer)."""
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(b"\x00\x00\x01\x00" + b"x" * 7)  # (7 bytes of a frame not yet whole)
+    conn = types.SimpleNamespace(outbox=[b"a" * 4, b"b" * 6], outbox_bytes=10, in_flight=5, decoder=decoder)
+    conn.unsent = conn.outbox_bytes + conn.in_flight  # (as relay.server._Connection.unsent)
+    assert _held(conn) == (10 + 5 + 11, 15)
+    conn.decoder = None
+    assert _held(conn) == (15, 15)
 
 
 async def test_a_connection_that_pipelines_receives_and_never_reads_is_held_to_its_ceiling() -> None:
@@ -666,7 +693,7 @@ async def test_a_connection_that_pipelines_receives_and_never_reads_is_held_to_i
         )
     core.disconnect(conn)
     bound = 512 * 1024
-    ceiling = bound + 2 * core.max_frame_size + 65536
+    ceiling = memory_ceiling(bound, core.max_frame_size)  # (the bound + a frame + the decoder's buffer)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(serve, core, "127.0.0.1", 0, max_queued_bytes_per_device=bound))
         client = await WireClient.connect(server.port)
@@ -675,8 +702,9 @@ async def test_a_connection_that_pipelines_receives_and_never_reads_is_held_to_i
         await client.stream.send_all(
             b"".join(wire.encode(wire.Receive(id=100 + i, limit=1)) for i in range(64))
         )
-        peak = await _peak_held(server)
+        peak, unsent = await _peak_held(server)
         assert 0 < peak <= ceiling, (peak, ceiling)
+        assert 0 < unsent <= bound + core.max_frame_size, (unsent, bound)  # (the unsent bound + a frame)
         await client.aclose()
         nursery.cancel_scope.cancel()
 
@@ -688,7 +716,7 @@ async def test_a_connection_that_pipelines_group_state_reads_and_never_reads_is_
     core = new_core(clock=time.time)
     group = bytes(range(16))
     bound = 512 * 1024
-    ceiling = bound + 2 * core.max_frame_size + 65536
+    ceiling = memory_ceiling(bound, core.max_frame_size)  # (the bound + a frame + the decoder's buffer)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(serve, core, "127.0.0.1", 0, max_queued_bytes_per_device=bound))
         client = await WireClient.connect(server.port)
@@ -698,8 +726,9 @@ async def test_a_connection_that_pipelines_group_state_reads_and_never_reads_is_
         await client.stream.send_all(
             b"".join(wire.encode(wire.GetGroupState(id=100 + i, group=group)) for i in range(400))
         )
-        peak = await _peak_held(server)
+        peak, unsent = await _peak_held(server)
         assert 0 < peak <= ceiling, (peak, ceiling)
+        assert 0 < unsent <= bound + core.max_frame_size, (unsent, bound)  # (the unsent bound + a frame)
         await client.aclose()
         nursery.cancel_scope.cancel()
 
@@ -1067,8 +1096,9 @@ async def test_a_device_that_never_reads_its_deliveries_holds_its_bound_and_nobo
     carol_keys = DeviceKeys.make("carol")
     body = bytes(200_000)
     async with trio.open_nursery() as nursery:
-        server: RelayServer = await nursery.start(partial(serve, core, "127.0.0.1", 0))
-        server.write_timeout = 1.0  # (30 s by default: relay.server.DEFAULT_WRITE_TIMEOUT)
+        # (30 s by default: relay.server.DEFAULT_WRITE_TIMEOUT; serve's write_timeout, --write-timeout)
+        server: RelayServer = await nursery.start(partial(serve, core, "127.0.0.1", 0, write_timeout=1.0))
+        assert server.write_timeout == 1.0
         bound = server.max_queued_bytes_per_device
         clients = [WireClient(await trio.open_tcp_stream("127.0.0.1", server.port)) for _ in range(3)]
         alice, bob, carol = clients

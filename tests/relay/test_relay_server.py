@@ -764,6 +764,11 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         ("--read-timeout", "nan", "'nan' is not a number of seconds"),  # every connection died in the loop
         ("--read-timeout", "0", "positive number of seconds"),
         ("--read-timeout", "86401", "at most 86400 (a day)"),
+        ("--write-timeout", "nan", "'nan' is not a number of seconds"),
+        ("--write-timeout", "0", "positive number of seconds"),
+        ("--write-timeout", "-3", "positive number of seconds"),
+        ("--write-timeout", "86401", "at most 86400 (a day)"),
+        ("--write-timeout", "30s", "is not a number of seconds (digits 0-9, a point)"),
         # digits of another script, underscores, blanks: int() and float() take them, an operator means none
         ("--read-timeout", "\u0666\u0660", "is not a number of seconds (digits 0-9, a point)"),
         ("--port", "\uff18\uff10", "is not a whole number in digits 0-9"),
@@ -804,6 +809,52 @@ def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
     err = capsys.readouterr().err
     assert f"argument {option}:" in err and says in err
     assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(
+    ("args", "read", "write"),
+    [
+        ([], server_module.DEFAULT_READ_TIMEOUT, server_module.DEFAULT_WRITE_TIMEOUT),
+        (["--write-timeout", "2.5"], server_module.DEFAULT_READ_TIMEOUT, 2.5),
+        (["--write-timeout", "120", "--read-timeout", "7"], 7.0, 120.0),
+    ],
+)
+def test_the_write_timeout_is_an_option_as_the_read_timeout_is(
+    args: list[str],
+    read: float,
+    write: float,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The relay's write timeout (a connection that takes nothing it writes for so long is closed) could
+    not be set: serve() had no write_timeout and the command line no --write-timeout, as it has
+    --read-timeout. Both now: the option reaches serve(), and serve() the server; its --help says it and
+    its bounds (a value past them is a usage error: test_an_option_out_of_its_range_...)."""
+    assert main(["--help"]) == 0
+    helped = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--write-timeout WRITE_TIMEOUT seconds a connection may go taking nothing the relay writes" in helped
+    )
+    assert "(default: 30.0); more than 0, at most 86,400" in helped
+    given: list[dict[str, Any]] = []
+    real_serve = server_module.serve
+
+    async def fake_serve(*a: Any, **kwargs: Any) -> None:  # (stops the relay as a port it cannot have)
+        given.append(kwargs)
+        raise server_module.CannotListen("127.0.0.1", 0, OSError(98, "stand-in"))
+
+    monkeypatch.setattr(server_module, "serve", fake_serve)
+    assert main(["--db", str(tmp_path / "relay.db"), "--port", "0", *args]) == 2
+    assert [(g["read_timeout"], g["write_timeout"]) for g in given] == [(read, write)]
+
+    async def served() -> None:
+        async with trio.open_nursery() as nursery:
+            real = await nursery.start(partial(real_serve, new_core(), "127.0.0.1", 0, write_timeout=write))
+            assert (real.read_timeout, real.write_timeout) == (server_module.DEFAULT_READ_TIMEOUT, write)
+            nursery.cancel_scope.cancel()
+
+    trio.run(served)
 
 
 @pytest.mark.parametrize(

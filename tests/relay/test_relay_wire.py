@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -28,13 +30,34 @@ ENVELOPE = wire.Envelope(id=b"E" * 16, body=b"ciphertext", timestamp=1_700_000_0
 # One of every frame kind, with optional fields both set and not.
 EXAMPLES: list[wire.Frame] = [
     KEYS.register(5),
+    dataclasses.replace(
+        KEYS.register(5),
+        proof=b"p" * 8,
+        push_token=b"a" * 32,
+        device_type="phone",
+        app_version="7.1.0",
+        device_signature=b"d" * 64,
+    ),
     wire.UploadPrekeys(id=6),
     wire.UploadPrekeys(id=6, one_time_prekeys=KEYS.prekeys(3), signed_prekey=KEYS.signed_prekey()),
+    wire.UploadPrekeys(
+        id=6,
+        one_time_prekeys=KEYS.prekeys(1),
+        kem_prekeys=KEYS.kem_prekeys(2),
+        signed_prekey=KEYS.signed_prekey(),
+        last_resort_kem_prekey=KEYS.kem_prekeys(1)[0],
+        delivery_token=b"t" * 32,
+    ),
     wire.FetchBundle(id=7, account="bob"),
     wire.FetchBundle(id=7, account="bob", delivery_token=b"t" * 32),
+    wire.FetchBundle(id=7, account="bob", delivery_token=b"t" * 32, key_log=True),
     wire.AuthChallenge(id=8, account="alice", device=2),
     wire.Authenticate(id=9, nonce=b"n" * 32, signature=b"s" * 64),
     wire.Send(id=10, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"x"), wire.OutgoingEnvelope(2, b"", 77))),
+    wire.Send(id=10, to="bob", envelopes=(wire.OutgoingEnvelope(3, b"y", 78),)),
+    wire.SealedSend(
+        id=11, to="bob", delivery_token=b"t" * 32, envelopes=(wire.OutgoingEnvelope(3, b"y", 78),)
+    ),
     wire.SealedSend(id=11, to="bob", delivery_token=b"t" * 32, envelopes=(wire.OutgoingEnvelope(1, b"x"),)),
     wire.GetSenderCertificate(id=12),
     wire.Receive(id=13),
@@ -55,7 +78,17 @@ EXAMPLES: list[wire.Frame] = [
         id=22, group=b"G" * 16, version=0, state=b"o", write_key=b"k" * 32, signature=b"s" * 64
     ),
     wire.PutGroupState(id=22, group=b"G" * 16, version=9, state=b"", signature=b"s" * 64),
+    wire.PutGroupState(
+        id=22,
+        group=b"G" * 16,
+        version=1,
+        state=b"o",
+        write_key=b"k" * 32,
+        signature=b"s" * 64,
+        write_keys=(b"j" * 32, b"k" * 32),
+    ),
     wire.GetGroupState(id=23, group=b"G" * 16),
+    wire.GetGroupState(id=23, group=b"G" * 16, write_keys=True),
     wire.Registered(id=5, account="alice", device=1),
     wire.PrekeysUploaded(id=6, one_time_prekeys=3, kem_prekeys=0),
     wire.Bundle(id=7, account="bob", devices=()),
@@ -444,6 +477,56 @@ def test_cut_and_for_log_show_a_str_not_utf8_by_its_bytes() -> None:
     assert wire.cut("plain") == "plain" and wire.cut("\u00ff\x80") == "\u00ff\x80"  # (no surrogate: as given)
 
 
+@pytest.mark.parametrize(
+    "unit",
+    ["\x1b", "\n", "\u2028", "\U000e0001", b"\xff".decode("utf-8", "surrogateescape"), "\ud800", "\x85"],
+    ids=["esc", "newline", "line-separator", "tag", "byte-not-utf8", "lone-surrogate", "c1-control"],
+)
+@pytest.mark.parametrize("before", range(1, 10))
+def test_for_log_and_cut_cut_between_escapes_never_inside_one(unit: str, before: int) -> None:
+    """for_log and cut cut after escaping, at a count of characters alone: an escape reaching past the cut
+    was split, ``\\x1`` then "…", the escape of no character (a log line that says neither what was sent
+    nor that it was cut there). Now each cuts before an escape that would not fit whole; what it shows is
+    a head of the whole text as shown, escapes whole."""
+    text = "x" * (wire.MAX_LOGGED - before) + unit + "y" * 20
+    whole = wire.for_log(text, most=10_000)
+    shown = wire.for_log(text)
+    head, _, rest = shown.partition("… (")
+    assert rest == f"{len(whole):,} characters)", shown
+    assert whole.startswith(head) and len(head) <= wire.MAX_LOGGED, shown
+    escape = whole[wire.MAX_LOGGED - before :].removesuffix("y" * 20)
+    kept = "x" * (wire.MAX_LOGGED - before)
+    assert head == kept or head.startswith(kept + escape), (head[-12:], escape)
+    # cut: the same for a str with a byte not UTF-8 (its escape its own), and for a repr's escapes
+    for value in (
+        "x" * (wire.MAX_QUOTED - before) + b"\xff".decode("utf-8", "surrogateescape") + "y" * 20,
+        repr(["x" * (wire.MAX_QUOTED - before - 3) + unit + "y" * 20]),
+    ):
+        full = wire._bytes_escaped(value)
+        got = wire.cut(value)
+        cut_head = got.partition("… (")[0]
+        assert full.startswith(cut_head) and len(cut_head) <= wire.MAX_QUOTED, got
+        assert not re.search(r"(?<!\\)\\(x.?|u.{0,3}|U.{0,7})$", cut_head), got  # (no escape cut short)
+
+
+def test_for_log_tells_a_byte_not_utf8_from_a_control_character() -> None:
+    """for_log showed a byte that is not UTF-8 (0x85, read with surrogateescape) by its escape, \\x85, and
+    the control character U+0085 (NEL) by its repr's, \\x85 too: two things a peer may send, one log
+    line. Now a character from U+0080 up that is not printable is shown by its code point, \\u0085, and
+    a \\x escape of 80 to ff is always a byte (docs/protocol.md, "Errors")."""
+    byte = b"\x85".decode("utf-8", "surrogateescape")
+    assert wire.for_log(byte) == "\\x85"
+    assert wire.for_log("\x85") == "\\u0085"
+    assert wire.for_log("\xa0\xad\x9f") == "\\u00a0\\u00ad\\u009f"
+    assert (
+        wire.for_log("\x1b\x7f\u2028") == "\\x1b\\x7f\\u2028"
+    )  # (below 0x80 a character; above 0xff as repr)
+    shown = {wire.for_log(chr(c)) for c in range(0x80, 0x100)} | {
+        wire.for_log(bytes([b]).decode("utf-8", "surrogateescape")) for b in range(0x80, 0x100)
+    }
+    assert len(shown) == 256  # (each of 128 characters and 128 bytes its own)
+
+
 def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])
@@ -554,6 +637,47 @@ def test_a_key_named_twice_inside_a_nested_map_is_refused_by_its_path(second: by
     err = _decoding_error(_frame(_send_body(second), raw=True))
     assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, field)
     assert "more than once" in err.message and field in err.message
+    assert err.message.endswith("(in a 'send' frame)"), err.message  # (the kind, as unknown_field names it)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message", "field"),
+    [
+        (
+            (("zzz", _map(("a", msgpack.packb(1)), ("a", msgpack.packb(2)))),),
+            "frame body names the key 'a' more than once (at zzz.a); each key once (in a 'ping' frame)",
+            "zzz.a",
+        ),
+        (
+            (("id", msgpack.packb(5)),),
+            "frame body names the key 'id' more than once; each key once (in a 'ping' frame)",
+            "id",
+        ),
+        (
+            (("kind", msgpack.packb("ping")),),  # (two kinds: no one kind to name)
+            "frame body names the key 'kind' more than once; each key once",
+            "kind",
+        ),
+        (
+            ((1, msgpack.packb(0)), (True, msgpack.packb(0))),
+            "the keys of the frame must be strings; got the int key 1 and the bool key True, which a map "
+            "reader holds as one (in a 'ping' frame)",
+            "1",
+        ),
+    ],
+    ids=["nested", "top", "kind-twice", "held-as-one"],
+)
+def test_a_key_named_twice_is_refused_naming_the_frame_s_kind_the_field_and_the_id(
+    pairs: tuple[tuple[object, bytes], ...], message: str, field: str
+) -> None:
+    """An independent check's rule: every refusal names the frame's kind, the field by its path and the
+    request's id. The refusal of a key named twice named the field and the id, not the kind (which
+    unknown_field's names: "(in a 'send' frame)"); now it does, when the body names one kind."""
+    p = msgpack.packb
+    body = _map(("v", p(1)), ("id", p(5)), ("kind", p("ping")), *pairs)
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.message, err.field) == (message, field), err
+    assert err.request_id == (0 if field == "id" else 5), err  # (an id named twice is no one id)
 
 
 @pytest.mark.parametrize(
@@ -790,10 +914,10 @@ def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
     assert (e.code, e.field, e.message) == (
         wire.ErrorCode.WRONG_TYPE,
         "limit",
-        "limit must be an unsigned integer, got ext",
+        "limit must be an unsigned integer, got ext (in a 'receive' frame)",
     )
     e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
-    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
+    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1) (in a 'receive' frame)"
 
 
 def _ping_with(*pairs: tuple[object, bytes], packed_id: bytes = msgpack.packb(5)) -> bytes:
@@ -1499,6 +1623,66 @@ def _requests_with_a_field_out_of_range() -> list[tuple[str, bytes, int, str]]:
 _OUT_OF_RANGE = _requests_with_a_field_out_of_range()
 
 
+def _field_paths(spec: object, path: str) -> Iterator[tuple[str, bool]]:
+    """Every field path under a field of spec ``spec`` at ``path`` (a list's by its first item, ``[0]``),
+    itself first, each with whether it has a range to be out of (a number's bounds, a str's or a bin's
+    length, a list's count; a flag and a bin bounded by the frame alone have none), from the wire's own
+    specs."""
+    while isinstance(spec, wire._Optional):
+        spec = spec.inner
+    if isinstance(spec, wire._Struct):
+        yield path, False
+        for name, sub, _default in spec.cls._specs():
+            yield from _field_paths(sub, f"{path}.{name}")
+    elif isinstance(spec, wire._List):
+        yield path, True
+        yield from _field_paths(spec.item, f"{path}[0]")
+    elif isinstance(spec, wire._Bytes):
+        yield path, spec.size is not None or spec.max_size is not None
+    else:
+        yield path, isinstance(spec, wire._UInt | wire._Str)
+
+
+def _set_paths(value: object, path: str) -> Iterator[str]:
+    """The paths of what a wire value (a frame's field) holds, as _field_paths names them."""
+    yield path
+    if isinstance(value, dict):
+        for name, sub in value.items():
+            if sub is not None:
+                yield from _set_paths(sub, f"{path}.{name}")
+    elif isinstance(value, list) and value:
+        yield from _set_paths(value[0], f"{path}[0]")
+
+
+def test_every_field_of_every_request_kind_is_set_in_an_example_and_sent_out_of_its_range() -> None:
+    """The out-of-range cases are made from EXAMPLES, so a field that no example of its kind sets (a
+    register's push_token, an upload's KEM prekeys, a put's write_keys) was never sent out of its range.
+    Every field of every request kind, the optional ones and those of the maps inside, as the wire's own
+    specs list them, is set in some example; and each that has a range is among the cases."""
+    set_in: dict[str, set[str]] = {}
+    for example in EXAMPLES:
+        if isinstance(example, wire.Request):
+            body = msgpack.unpackb(wire.encode_body(example))
+            paths = set_in.setdefault(example.kind, set())
+            for name, value in body.items():
+                paths.update(_set_paths(value, name))
+    cased: dict[str, set[str]] = {}
+    for case_id, _data, _request_id, path in _OUT_OF_RANGE:
+        cased.setdefault(case_id.split("-", 1)[0], set()).add(path)
+    never_set, never_cased = [], []
+    for kind, cls in wire.REQUEST_KINDS.items():
+        for name, spec, _default in cls._specs():
+            if name == "id":
+                continue
+            for path, ranged in _field_paths(spec, name):
+                if path not in set_in.get(kind, set()):
+                    never_set.append(f"{kind}.{path}")
+                elif ranged and path not in cased.get(kind, set()):
+                    never_cased.append(f"{kind}.{path}")
+    assert not never_set, never_set
+    assert not never_cased, never_cased
+
+
 @pytest.mark.parametrize(
     ("data", "request_id", "path"), [c[1:] for c in _OUT_OF_RANGE], ids=[c[0] for c in _OUT_OF_RANGE]
 )
@@ -1508,9 +1692,11 @@ def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with
     """relay16 sent every wrong type; this sends every field of every request kind (and of the structs and
     the first item of the lists inside) just out of its range: a number one below or above its bounds,
     a str one character too long, empty or with a control character, a bin one byte off, a list one item
-    too long. Each is refused invalid_value naming that field by its path, with the request's id."""
+    too long. Each is refused invalid_value naming that field by its path, with the request's id, and
+    the frame's kind (as an unknown field's refusal names it; it did not, relay19)."""
     e = _decoding_error(data)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e
+    assert e.message.endswith(f"(in a {msgpack.unpackb(data[4:])['kind']!r} frame)"), e.message
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:

@@ -1591,6 +1591,21 @@ def test_brief_is_the_twin_of_the_relay_s_quoting_rule(value: object) -> None:
         assert brief(text, "s") == wire.cut(text)
 
 
+@pytest.mark.parametrize("before", range(1, 11))
+def test_brief_cuts_between_escapes_as_the_relay_s_rule_does(before: int) -> None:
+    """relay.wire.cut cuts between escapes, never inside one (relay19: "\\x1" then "…"); its twin too."""
+    from relaysim.relay import wire
+    from relaysim.sims.analysis.runfiles import brief
+
+    for value in (
+        ["x" * (wire.MAX_QUOTED - before - 3) + "\x1b" * 3],
+        "x" * (wire.MAX_QUOTED - before) + "\\U0001f600y",
+    ):
+        shown = brief(value, "s") if type(value) is str else brief(value)
+        assert shown == (wire.cut(value) if type(value) is str else wire.quoted(value)), value
+        assert "…" in shown and not re.search(r"\\(x.?|U.{0,7})…", shown), shown
+
+
 @pytest.mark.parametrize("value", ["\udcff", "caf\udce9", "k" * 70 + "\udcff", "\udcff" * 40])
 def test_a_str_not_utf_8_is_shown_by_its_bytes_by_the_relay_s_rule_and_its_twin(value: str) -> None:
     """relay.wire.quoted showed a str read with surrogateescape (an argv word that is not UTF-8) as
