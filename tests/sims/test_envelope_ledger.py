@@ -17,6 +17,7 @@ import trio
 from relaysim.clients import agent as A
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.session import Device, PeerAddress
+from relaysim.relay import wire
 from relaysim.sims import report
 from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
@@ -627,3 +628,44 @@ def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
     shown = " ".join(report.render_show(tmp_path, limit=None, width=400).split())
     words = "dropped a second copy of" if how == "twice" else "refused" if how == "refused" else "could not"
     assert f"{ghost} {words}" in shown, shown[-2000:]
+
+
+def test_a_live_run_whose_wait_after_the_end_runs_out_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When DRAIN_TIMEOUT ran out before the relay's queue for the phones online emptied, _LiveRun.run went
+    on silently and what the relay still held was counted unread, with nothing saying why. Now summary.json
+    (``live.drain_ran_out``), summary.md and stderr say the wait ran out and how many envelopes were still
+    queued for phones online then. Here amira's phone never acknowledges: ben's last text stays queued."""
+    from relaysim.sims import live
+
+    request = A.DeviceAgent._request
+
+    def no_ack_from_amira(
+        self: A.DeviceAgent, frame_type: Any, context: object = None, **fields: Any
+    ) -> None:
+        if frame_type is wire.Ack and self.device.address.account == "amira":
+            return
+        request(self, frame_type, context, **fields)
+
+    monkeypatch.setattr(A.DeviceAgent, "_request", no_ack_from_amira)
+    monkeypatch.setattr(live, "DRAIN_TIMEOUT", 0.5)
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["drain_ran_out"] == {"after_real_seconds": 0.5, "queued_for_online_phones": 1}
+    assert summary["envelopes"]["people"]["unread"] == 1, summary["envelopes"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "the wait after the scenario's end ran out (0.5 real seconds) before the run settled: 1 envelope "
+        in err
+    )
+    assert "1 envelope still queued at the relay" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_a_live_run_that_settles_says_its_wait_did_not_run_out(tmp_path: Path) -> None:
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["drain_ran_out"] is None
+    assert summary["envelopes"]["people"]["unread"] == 0
