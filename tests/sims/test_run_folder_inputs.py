@@ -1956,6 +1956,25 @@ def test_an_error_s_reason_is_bounded_and_shown_not_run() -> None:
     assert unread_reason(TypeError("a\x1b[31mb")) == "TypeError: a\\x1b[31mb"  # escaped for a terminal
 
 
+def test_the_report_s_timeline_error_names_the_line_of_an_event_only_it_cannot_read(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The HTML report's timeline error named the line only when show's ``show_rows`` could not read that
+    event either: a message_sent whose ``from`` is a number (show reads it; the timeline splits it as a
+    device's name) was said to be somewhere in the transcript. Its line is named, with the reason."""
+    run = copy_of(tf_run, tmp_path)
+    transcript = _with_event(run, {"kind": "message_sent", "t": 0, "message": 99, "from": 7, "to": "ben"})
+    from relaysim.sims.report import render_show
+
+    render_show(run)  # the teaching view reads it
+    assert main(["report", str(run)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"{transcript} holds an event this version of relaysim does not read (line 4: AttributeError: 'int' "
+        "object has no attribute 'split': missing or malformed)"
+    ) in err, err
+
+
 @pytest.mark.parametrize("command", ["analyze", "report"])
 def test_a_directory_of_an_unknown_kind_is_refused_naming_it_and_the_kinds_known(
     tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
