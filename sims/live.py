@@ -1637,15 +1637,16 @@ def run_live(
     if outcome.envelopes_not_counted is not None:  # (summary.json's "envelopes" is then empty)
         summary["live"]["envelopes_not_counted"] = outcome.envelopes_not_counted
     # None: the wait after the end settled; else how long it waited and what was still queued then
-    drain = summary["live"]["drain_ran_out"] = None
-    if outcome.queued_when_drain_ran_out is not None:
-        drain = summary["live"]["drain_ran_out"] = {
+    queued = outcome.queued_when_drain_ran_out
+    summary["live"]["drain_ran_out"] = None
+    if queued is not None:
+        summary["live"]["drain_ran_out"] = {
             "after_real_seconds": DRAIN_TIMEOUT,
-            "queued_for_online_phones": outcome.queued_when_drain_ran_out,
+            "queued_for_online_phones": queued,
         }
         print(
             f"relaysim run --live: warning: the wait after the scenario's end ran out ({DRAIN_TIMEOUT:g} real "
-            f"seconds) before the run settled: {_envelopes(outcome.queued_when_drain_ran_out)} still queued at "
+            f"seconds) before the run settled: {_envelopes(queued)} still queued at "
             "the relay for phones online then; what the relay still held at the end is counted unread "
             "(summary.json's live.drain_ran_out)",
             file=sys.stderr,
@@ -1664,9 +1665,9 @@ def run_live(
         "Timings and order vary from run to run; the scenario's network model was not applied.\n"
         + (
             ""
-            if drain is None
+            if queued is None
             else f"\nThe wait after the scenario's end ran out ({DRAIN_TIMEOUT:g} real seconds) before the run "
-            f"settled: {_envelopes(drain['queued_for_online_phones'])} still queued at the relay for phones "
+            f"settled: {_envelopes(queued)} still queued at the relay for phones "
             "online then. What the relay still held at the end is counted unread.\n"
         )
     )
