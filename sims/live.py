@@ -28,7 +28,10 @@
   in flight to phones that are online and until the relay holds nothing for them: every
   acknowledgement they sent answered, as an envelope leaves the relay's queue only then
   (``_settled``, whatever the phones' connections do as they close); then it lets every phone
-  flush and close, and stops the relay with SIGTERM, waiting for it to exit.
+  flush and close, and stops the relay with SIGTERM, waiting for it to exit. If the wait runs out
+  first, ``summary.json``'s ``live.drain_ran_out`` (None when it did not) says after how long and how
+  many envelopes the relay still held for phones online then, as do summary.md and a warning on stderr:
+  what it still holds at the end is counted unread.
 
 It writes what ``relaysim run`` writes — ``transcript.jsonl``, ``relay.db`` (the server's own
 store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's log. Transcript times
@@ -413,6 +416,8 @@ class _LiveRun:
         self._unread: list[tuple[str, bytes, float, str | None, str]] = []
         # why summary.json's "envelopes" could not be counted from the relay's records, if they could not
         self.envelopes_not_counted: str | None = None
+        # envelopes the relay still held for phones online when the drain's wait ran out (run), or None
+        self.queued_when_drain_ran_out: int | None = None
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
@@ -1275,6 +1280,12 @@ class _LiveRun:
                 assert step.leaver is not None
                 self.at(step.at, partial(self._leave, step.leaver, step.group))
 
+    def _queued_for_online(self) -> int:
+        """How many envelopes the relay holds for a phone (or a mailbox on one) that is online."""
+        online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}
+        online |= {(a, MAILBOX_DEVICE) for a, box in self.mailboxes.items() if box.holder.online}
+        return sum((e.account, e.device) in online for e in self.store.all_envelopes())
+
     def _settled(self) -> bool:
         """Nothing more can arrive: every message accepted has reached its recipients that are
         online, none is still on its way from a phone that is online, no receipt or cover message
@@ -1283,9 +1294,7 @@ class _LiveRun:
         ``envelopes`` counts on: the relay stopped before, it would be counted unread)."""
         if any(phone.online for phone in self._control_in_flight.values()):
             return False
-        online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}
-        online |= {(a, MAILBOX_DEVICE) for a, box in self.mailboxes.items() if box.holder.online}
-        if any((e.account, e.device) in online for e in self.store.all_envelopes()):
+        if self._queued_for_online():
             return False
         for state in self.messages.values():
             if state.lost is not None:
@@ -1318,10 +1327,12 @@ class _LiveRun:
                 self._schedule()
                 await self._play()
                 await trio.sleep_until(self.t0 + self.scenario.duration * self.time_scale)
-                with trio.move_on_after(DRAIN_TIMEOUT):
+                with trio.move_on_after(DRAIN_TIMEOUT) as drain:
                     while not self._settled():
                         with trio.move_on_after(DRAIN_POLL):  # the relay's queue is read, not told
                             await self.progress.wait()
+                if drain.cancelled_caught:  # not settled: what the relay still holds is counted unread
+                    self.queued_when_drain_ran_out = self._queued_for_online()
                 work.cancel_scope.cancel()  # sends still waiting for an offline phone stay unsent
             for phone in self.phones.values():
                 phone.stop.cancel()  # each phone flushes its acknowledgements and closes
@@ -1455,6 +1466,8 @@ class _Outcome:
     # the phones' duplicates set beside the relay's records (_LiveRun._relay_check)
     relay_check: dict[str, Any] = field(default_factory=dict)
     envelopes_not_counted: str | None = None  # why result.envelopes is empty (_LiveRun._envelope_rows)
+    # the envelopes still queued for online phones when the drain's wait ran out (_LiveRun.run), or None
+    queued_when_drain_ran_out: int | None = None
 
 
 async def _run_live(
@@ -1493,7 +1506,12 @@ async def _run_live(
         run.relay_time(0.0),
         run.relay_check,
         run.envelopes_not_counted,
+        run.queued_when_drain_ran_out,
     )
+
+
+def _envelopes(n: int) -> str:
+    return f"{n:,} envelope{'s' if n != 1 else ''}"
 
 
 def relay_to_run(t: float, t0: float, time_scale: float) -> float:
@@ -1618,6 +1636,21 @@ def run_live(
     }
     if outcome.envelopes_not_counted is not None:  # (summary.json's "envelopes" is then empty)
         summary["live"]["envelopes_not_counted"] = outcome.envelopes_not_counted
+    # None: the wait after the end settled; else how long it waited and what was still queued then
+    queued = outcome.queued_when_drain_ran_out
+    summary["live"]["drain_ran_out"] = None
+    if queued is not None:
+        summary["live"]["drain_ran_out"] = {
+            "after_real_seconds": DRAIN_TIMEOUT,
+            "queued_for_online_phones": queued,
+        }
+        print(
+            f"relaysim run --live: warning: the wait after the scenario's end ran out ({DRAIN_TIMEOUT:g} real "
+            f"seconds) before the run settled: {_envelopes(queued)} still queued at "
+            "the relay for phones online then; what the relay still held at the end is counted unread "
+            "(summary.json's live.drain_ran_out)",
+            file=sys.stderr,
+        )
     for d in outcome.relay_check.get("disagreements", []):
         print(
             f"relaysim run --live: warning: {d['device']} dropped envelope {d['envelope_id']} as a duplicate, "
@@ -1630,6 +1663,13 @@ def run_live(
         f"A real relay process on {HOST} and a trio client per device, the timeline played at "
         f"{time_scale:g} real seconds per simulated second ({outcome.real_seconds:.1f} s in all). "
         "Timings and order vary from run to run; the scenario's network model was not applied.\n"
+        + (
+            ""
+            if queued is None
+            else f"\nThe wait after the scenario's end ran out ({DRAIN_TIMEOUT:g} real seconds) before the run "
+            f"settled: {_envelopes(queued)} still queued at the relay for phones "
+            "online then. What the relay still held at the end is counted unread.\n"
+        )
     )
     (out / "summary.md").write_text(markdown, encoding="utf-8")
     m = summary["messages"]

@@ -998,7 +998,7 @@ def unread_words(e: dict[str, Any], boxes: Mapping[str, tuple[str, str]]) -> str
     kind = e["kind"]
     device, message, reason = e["device"], e["message"], e.get("reason")
     if type(device) is not str:
-        raise TypeError(f"device: {brief(device)}")  # (short: render_show shows the error cut)
+        raise TypeError(f"device: {brief(device)}")  # (a value shown by brief's rule, in unread_reason's)
     if message is not None and type(message) is not int:
         raise TypeError(f"message: {brief(message)}")
     if reason is not None and (kind != "undecryptable" or reason not in REFUSAL_REASONS):
@@ -1141,18 +1141,40 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
         line = first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
             f"{out}/transcript.jsonl: {f'line {line}: ' if line else ''}an event this version of "
-            f"relaysim does not read ({brief(exc)} missing or malformed); run it again with: relaysim "
-            f"run NAME --out {shell_word(out)} --force"
+            f"relaysim does not read ({unread_reason(exc)}: missing or malformed); run it again with: "
+            f"relaysim run NAME --out {shell_word(out)} --force"
         ) from exc
 
 
-def first_unread(events: list[dict[str, Any]]) -> int | None:
-    """The line of the transcript (read_run reads an event a line) of the first event the teaching
-    view cannot read alone (show_rows), or None if each can (what failed was two events together)."""
+MAX_REASON = 500  # characters of an exception's message that an error about a transcript's event shows
+
+
+def unread_reason(exc: BaseException) -> str:
+    """Why an event could not be read, for an error message: the exception's type and its message whole
+    up to MAX_REASON characters (beyond, its first ones, ``…`` and how long it is), every character a
+    terminal would obey written as an escape. (``brief(exc)``, its repr cut at 60 characters, left
+    the reason out: ``TypeError("unsupported operand type(s) for -: 'str' and 'float'")`` was cut.)"""
+    text = str(exc)  # (a KeyError's: the key's repr)
+    if len(text) > MAX_REASON:
+        text = f"{text[:MAX_REASON]}… ({len(text):,} characters)"
+    return printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+_UNREAD_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, IndexError, AttributeError)
+
+
+def first_unread(
+    events: list[dict[str, Any]],
+    read: Callable[[list[dict[str, Any]]], object] = show_rows,
+    errors: tuple[type[Exception], ...] = _UNREAD_ERRORS,
+) -> int | None:
+    """The line of the transcript (read_run reads an event a line) of the first event a view cannot read
+    alone (``read`` raises one of ``errors`` for it: the teaching view's show_rows, or the HTML report's
+    timeline), or None if each can (what failed was two events together)."""
     for n, event in enumerate(events, 1):
         try:
-            show_rows([event])
-        except (KeyError, TypeError, IndexError, AttributeError):
+            read([event])
+        except errors:
             return n
     return None
 

@@ -394,6 +394,9 @@ def _exceptional_note(e: dict[str, Any]) -> str:
     return f"exceptional access: {_e(demand)} begins — {_e(detail)}"
 
 
+_TIMELINE_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError)  # an event it cannot read
+
+
 def _timeline(events: list[dict[str, Any]], days: bool, source: str, prefix: str = "") -> str:
     rows, people, total = _timeline_rows(events, days)
     options = "".join(f'<option value="{_e(p)}">{_e(p)}</option>' for p in people)
@@ -1068,14 +1071,15 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     source = f"{prefix.rstrip('-') + '/' if prefix else ''}transcript.jsonl"
     try:
         timeline = _timeline(events, days, source, prefix)
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-        from relaysim.sims.report import first_unread
+    except _TIMELINE_ERRORS as exc:
+        from relaysim.sims.report import first_unread, unread_reason
 
-        line = first_unread(events)  # the line of one the teaching view cannot read either, if it is one
+        # the line of the one the timeline cannot read alone, if it is one
+        line = first_unread(events, lambda one: _timeline_rows(one, days), _TIMELINE_ERRORS)
         raise ReportError(
             f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read "
-            f"({f'line {line}: ' if line else ''}{exc!r} missing or malformed); run it again with: relaysim "
-            f"run NAME --out {shell_word(run)} --force"
+            f"({f'line {line}: ' if line else ''}{unread_reason(exc)}: missing or malformed); run it again "
+            f"with: relaysim run NAME --out {shell_word(run)} --force"
         ) from None
     try:
         graph = _graph(run, prefix)

@@ -517,6 +517,9 @@ class Simulation:
         self._forged_to: dict[str, int] = {}  # ... and those the relay forged (forge_envelope)
         self._acked_by: dict[tuple[str | None, int | None], int] = {}
         self._outcomes: dict[str, list[int]] = {}
+        self._agency_read: set[tuple[str, int]] = (
+            set()
+        )  # (an agency's device, a message it read): _agency_event
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
         self._next_conn = 1
@@ -1248,21 +1251,7 @@ class Simulation:
             self._mailbox_event(d, event)
             return
         if self._intervening and self.interventions.on_agent_event(d, event):
-            # a ghost device's reads: its envelopes not read counted as its intervention counts them
-            if isinstance(event, A.Duplicate):
-                self._outcome(box or d, 0)
-                # transcribed as the people's are: one record a duplicate counted (summary.json's envelopes)
-                mid = self.envelope_message.get(event.envelope_id)
-                self.emit(
-                    {
-                        "t": self.sched.now,
-                        "kind": "duplicate_dropped",
-                        "device": (box or d).name,
-                        "message": mid,
-                    }
-                )
-            elif isinstance(event, A.Undecryptable):
-                self._outcome(box or d, 1 if event.reason in REFUSAL_REASONS else 2)
+            self._agency_event(box or d, event)
             return
         # clients.agent's own event classes, never subclassed: the common cases first, by their exact
         # type, then the same chain as before
@@ -1398,6 +1387,39 @@ class Simulation:
             self.emit(
                 {"t": t, "kind": "failure", "device": d.name, "code": event.code, "message": event.message}
             )
+
+    def _agency_event(self, d: SimDevice, event: A.AgentEvent) -> None:
+        """A ghost device's report, its intervention's (sims.access): its envelopes counted as the people's
+        are (SimulationResult.envelopes, the agency's) and transcribed as theirs, one record for each it
+        did not read: a copy of a message it read already, by the ratchet's word (``A.Duplicate``) or
+        decrypted a second time (``A.Received``, as _received counts a person's), a ``duplicate_dropped``;
+        one that did not open or opened and was refused, an ``undecryptable`` (with the ``reason`` of a
+        refusal). Its first read of each message is its intervention's (``ghost_read``), counted delivered."""
+        if not isinstance(event, A.Received | A.Duplicate | A.Undecryptable):
+            return
+        mid = self.envelope_message.get(event.envelope_id)
+        record: dict[str, Any] = {
+            "t": self.sched.now,
+            "kind": "duplicate_dropped",
+            "device": d.name,
+            "message": mid,
+        }
+        if isinstance(event, A.Received):
+            if mid is None or (d.name, mid) not in self._agency_read:
+                if mid is not None:
+                    self._agency_read.add((d.name, mid))
+                return
+            self._outcome(d, 0)  # read again: acknowledged, and counted as a duplicate
+        elif isinstance(event, A.Duplicate):
+            self._outcome(d, 0)
+        else:
+            record["kind"] = "undecryptable"
+            if event.reason in REFUSAL_REASONS:
+                record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+                self._outcome(d, 1)
+            else:
+                self._outcome(d, 2)
+        self.emit(record)
 
     def _read_already(self, d: SimDevice, event: A.Duplicate | A.Undecryptable, mid: int | None) -> bool:
         """Whether an envelope ``d`` could not read carried what it had read already, so is counted as a

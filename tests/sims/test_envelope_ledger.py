@@ -17,6 +17,7 @@ import trio
 from relaysim.clients import agent as A
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.session import Device, PeerAddress
+from relaysim.relay import wire
 from relaysim.sims import report
 from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
@@ -545,3 +546,126 @@ def test_a_live_run_stops_the_relay_only_once_the_phones_acknowledgements_are_an
     assert people["unread"] == result.queued_at_end == 0, people
     assert people["dropped_by_relay"] == 0, people
     assert people["delivered"] == people["sent"] == 2, people
+
+
+class _AgencyUnread(Simulation):
+    """A run in which the agency's device (a ghost) does not read the first planned message it decrypts,
+    as its agent would report it: ``how`` "failed" (``Undecryptable``, it did not open), "refused"
+    (``Undecryptable`` for an identity key the user has not approved: it opened) or "twice" (its
+    ``Received`` handed over a second time, as a copy encrypted afresh is read again). ``hit``: the
+    ghost's device and the message."""
+
+    how = "failed"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hit: list[tuple[str, int]] = []
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        mid = self.envelope_message.get(event.envelope_id) if type(event) is A.Received else None
+        if self.hit or mid is None or d.name not in self.interventions.agency_devices():
+            super()._agent_event(d, event, box)
+            return
+        assert isinstance(event, A.Received)
+        self.hit.append((d.name, mid))
+        if self.how == "twice":
+            super()._agent_event(d, event, box)
+            super()._agent_event(d, event, box)
+            return
+        reason = A.UNTRUSTED_IDENTITY if self.how == "refused" else A.DECRYPTION_FAILED
+        super()._agent_event(d, A.Undecryptable(event.envelope_id, event.sealed, reason), box)
+
+
+@pytest.mark.parametrize("how", ["failed", "refused", "twice"])
+@pytest.mark.parametrize("name", ["ghost-device", "ghost-participant"])
+def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, how: str
+) -> None:
+    """A ghost's (ghost-device's omar/2, ghost-participant's agency phone) ``Undecryptable``, refused or
+    failed, was counted in summary.json's ``envelopes`` (the agency's) but written to no ``undecryptable``
+    transcript record, as the people's are; and a message it decrypted a second time was counted
+    delivered, where Simulation._received counts a person's read-again copy a duplicate dropped, with its
+    record. Now each is counted as the people's would be, with the people's record naming the ghost's
+    device, and the transcript's records are as many as summary.json's counts, party by party."""
+    made: list[_AgencyUnread] = []
+
+    def simulation(*args: Any, **kwargs: Any) -> _AgencyUnread:
+        made.append(type("Sim", (_AgencyUnread,), {"how": how})(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(report, "Simulation", simulation)
+    run_to_dir(resolve_scenario(name), tmp_path)
+    ((ghost, mid),) = made[0].hit
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    env = summary["envelopes"]
+    assert env["agency_devices"] == [ghost]
+    lines = (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    unread = [e for e in map(json.loads, lines) if e["kind"] in ("undecryptable", "duplicate_dropped")]
+    mine = [e for e in unread if e["device"] == ghost]
+    kind = "duplicate_dropped" if how == "twice" else "undecryptable"
+    expected = {"t", "at", "kind", "device", "message"} | ({"reason"} if how == "refused" else set())
+    assert [(e["kind"], e["message"], set(e)) for e in mine] == [(kind, mid, expected)], mine
+    if how == "refused":
+        assert mine[0]["reason"] == A.UNTRUSTED_IDENTITY
+    fate = {"failed": "undecryptable", "refused": "refused", "twice": "duplicates_dropped"}[how]
+    assert env["agency"][fate] == 1, env
+    for party in ("people", "agency"):
+        row = env[party]
+        records = [e for e in unread if (e["device"] == ghost) == (party == "agency")]
+        assert sum(e["kind"] == "duplicate_dropped" for e in records) == row["duplicates_dropped"], (
+            party,
+            row,
+        )
+        assert sum("reason" in e for e in records) == row["refused"], (party, row)
+        assert (
+            sum(e["kind"] == "undecryptable" and "reason" not in e for e in records) == row["undecryptable"]
+        )
+        assert sum(row[k] for k in _PARTS) == row["sent"], (party, row)
+    # the ghost read the message once (a second read is no second message read)
+    (data,) = [json.loads(f.read_text(encoding="utf-8")) for f in (tmp_path / "exceptional").glob("*.json")]
+    assert (mid in data["read"]) == (how == "twice"), data["read"]
+    # relaysim show words each record as the people's
+    shown = " ".join(report.render_show(tmp_path, limit=None, width=400).split())
+    words = "dropped a second copy of" if how == "twice" else "refused" if how == "refused" else "could not"
+    assert f"{ghost} {words}" in shown, shown[-2000:]
+
+
+def test_a_live_run_whose_wait_after_the_end_runs_out_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When DRAIN_TIMEOUT ran out before the relay's queue for the phones online emptied, _LiveRun.run went
+    on silently and what the relay still held was counted unread, with nothing saying why. Now summary.json
+    (``live.drain_ran_out``), summary.md and stderr say the wait ran out and how many envelopes were still
+    queued for phones online then. Here amira's phone never acknowledges: ben's last text stays queued."""
+    from relaysim.sims import live
+
+    request = A.DeviceAgent._request
+
+    def no_ack_from_amira(
+        self: A.DeviceAgent, frame_type: Any, context: object = None, **fields: Any
+    ) -> None:
+        if frame_type is wire.Ack and self.device.address.account == "amira":
+            return
+        request(self, frame_type, context, **fields)
+
+    monkeypatch.setattr(A.DeviceAgent, "_request", no_ack_from_amira)
+    monkeypatch.setattr(live, "DRAIN_TIMEOUT", 0.5)
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["drain_ran_out"] == {"after_real_seconds": 0.5, "queued_for_online_phones": 1}
+    assert summary["envelopes"]["people"]["unread"] == 1, summary["envelopes"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "the wait after the scenario's end ran out (0.5 real seconds) before the run settled: 1 envelope "
+        in err
+    )
+    assert "1 envelope still queued at the relay" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_a_live_run_that_settles_says_its_wait_did_not_run_out(tmp_path: Path) -> None:
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["drain_ran_out"] is None
+    assert summary["envelopes"]["people"]["unread"] == 0

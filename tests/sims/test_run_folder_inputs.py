@@ -1922,6 +1922,59 @@ def test_show_names_the_line_of_an_event_it_cannot_read(
     assert f"{transcript}: line 4: an event this version of relaysim does not read" in err, err
 
 
+def _with_event(run: Path, event: dict[str, Any]) -> Path:
+    """``run``'s transcript with ``event`` put in at line 4; the transcript's path."""
+    transcript = run / "transcript.jsonl"
+    lines = transcript.read_text(encoding="utf-8").splitlines()
+    lines.insert(3, json.dumps(event))
+    transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return transcript
+
+
+def test_show_s_error_gives_the_whole_reason_and_the_line(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """render_show's error passed the exception through ``brief()``, which cuts a repr past 60 characters:
+    a message_accepted whose relay record's size is a string was "(TypeError("unsupported operand
+    type(s) for +: 'int' and 'str… (63 characters) missing or malformed)". The whole reason is shown now,
+    with the line; in the HTML report's error too."""
+    run = copy_of(tf_run, tmp_path)
+    event = {"kind": "message_accepted", "t": 1, "message": 1, "plaintext": "hi", "relay": [{"size": "12"}]}
+    transcript = _with_event(run, event)
+    assert main(["show", str(run)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    reason = "TypeError: unsupported operand type(s) for +: 'int' and 'str': missing or malformed"
+    assert f"{transcript}: line 4: an event this version of relaysim does not read ({reason})" in err, err
+
+
+def test_an_error_s_reason_is_bounded_and_shown_not_run() -> None:
+    from relaysim.sims.report import MAX_REASON, unread_reason
+
+    long = unread_reason(TypeError("x" * 5000))
+    assert long == f"TypeError: {'x' * MAX_REASON}… (5,000 characters)"
+    assert unread_reason(KeyError("plaintext")) == "KeyError: 'plaintext'"
+    assert unread_reason(TypeError("a\x1b[31mb")) == "TypeError: a\\x1b[31mb"  # escaped for a terminal
+
+
+def test_the_report_s_timeline_error_names_the_line_of_an_event_only_it_cannot_read(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The HTML report's timeline error named the line only when show's ``show_rows`` could not read that
+    event either: a message_sent whose ``from`` is a number (show reads it; the timeline splits it as a
+    device's name) was said to be somewhere in the transcript. Its line is named, with the reason."""
+    run = copy_of(tf_run, tmp_path)
+    transcript = _with_event(run, {"kind": "message_sent", "t": 0, "message": 99, "from": 7, "to": "ben"})
+    from relaysim.sims.report import render_show
+
+    render_show(run)  # the teaching view reads it
+    assert main(["report", str(run)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"{transcript} holds an event this version of relaysim does not read (line 4: AttributeError: 'int' "
+        "object has no attribute 'split': missing or malformed)"
+    ) in err, err
+
+
 @pytest.mark.parametrize("command", ["analyze", "report"])
 def test_a_directory_of_an_unknown_kind_is_refused_naming_it_and_the_kinds_known(
     tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
