@@ -1111,7 +1111,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/two-friends\n"
-            "  relaysim run my-case.toml --seed 7 --out out/case7\n"
+            "  relaysim run my-case.toml --seed 7 --out out/case7   # your own file (the format: sims/scenario.py)\n"
             "  relaysim run two-friends --out out/two-friends --force   # replace the earlier run there"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1161,7 +1161,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/tf && relaysim show out/tf --limit 30\n"
-            "  relaysim show out/pakistan-2015/bes --width 120"
+            "  relaysim show out/pakistan-2015/bes --width 120   # after relaysim demo (or run pakistan-2015)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -1311,7 +1311,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/tf && relaysim report out/tf\n"
-            "  relaysim report out/pakistan-2015      # both profiles, side by side\n"
+            "  relaysim report out/pakistan-2015      # after relaysim demo: both profiles, side by side\n"
             "  relaysim run key-escrow --report       # write it at the end of the run"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -500,7 +500,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 EPILOG = (
     "examples:\n  relaysim reproduce\n  relaysim reproduce --targets 5 --workers 4\n"
-    "  relaysim reproduce my-world.toml     # the same attack and defences on another scenario\n"
+    "  relaysim reproduce my-world.toml     # your own scenario file: the same attack and defences on it\n"
     "  python -m relaysim.sims.reproduce    # the same, as a module"
 )
 

@@ -635,3 +635,21 @@ def test_a_run_gives_the_mailbox_s_seen_counts_beside_its_links() -> None:
         for k, n in zip(boxes.mailbox_linked_by, boxes.mailbox_seen_by, strict=True)
         if k is None and n is not None and n <= MAX_MESSAGES
     )
+
+
+def test_a_variant_keeps_nothing_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README: ``relaysim reproduce`` "writes nothing". A variant's run goes into a temporary
+    folder, removed once its relay database is read: neither the folder it was run from nor the
+    temporary folder holds anything after it."""
+    import tempfile
+
+    here, scratch = tmp_path / "here", tmp_path / "tmp"
+    here.mkdir()
+    scratch.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    scenario = expand_population(resolve_scenario("sealed-sender-leaks"))
+    scenario = replace(scenario, duration=scenario.duration / 12)
+    result = run_variant((scenario, "as written", {}, 3))
+    assert result.name == "as written"
+    assert list(here.iterdir()) == [] and list(scratch.iterdir()) == []
