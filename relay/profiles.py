@@ -18,8 +18,9 @@ never as "its published policy" (``Profile.policy_record``). Where a source says
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
 lists it apart. Among the chart's rows: WhatsApp's wiretap order returns the ciphertext its relay
 routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight over an
-end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing DOJ's motion
-to hold Facebook in contempt for not wiretapping Messenger voice calls. And a search warrant on WhatsApp
+end-to-end wiretap ended, in 2018, with a federal court in E.D. Cal. refusing DOJ's motion to hold Facebook in
+contempt for not wiretapping Messenger voice calls (the case's name, In re Facebook Messenger, is the project's
+citation: the record gives the court, the year and the facts). And a search warrant on WhatsApp
 or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
 chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
 2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
@@ -552,8 +553,9 @@ WHATSAPP = Profile(
     sources=(
         "faq.whatsapp.com, 'Information for law enforcement authorities'",
         "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
-        "In re Facebook Messenger, E.D. Cal. 2018: the court refused DOJ's motion to hold Facebook in contempt "
-        "for not wiretapping Messenger voice calls",
+        "a federal court in E.D. Cal., 2018, refused DOJ's motion to hold Facebook in contempt for not wiretapping "
+        "Messenger voice calls (the case's name, In re Facebook Messenger, is the project's citation, not on the "
+        "record: docs/record.md)",
         _FBI_CHART,
     ),
     assumptions={
@@ -564,9 +566,10 @@ WHATSAPP = Profile(
         **_pk_court_order_nothing(_WHATSAPP_RECORD),
         **_foreign_forward_nothing(_WHATSAPP_RECORD),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
-        "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
-        "wiretap order on an end-to-end service, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
-        "hold Facebook in contempt for not wiretapping Messenger voice calls",
+        "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over a "
+        "wiretap order on an end-to-end service, in 2018 a federal court in E.D. Cal. refused DOJ's motion to hold "
+        "Facebook in contempt for not wiretapping Messenger voice calls (E.D. Cal. 2018; the case's name, In re "
+        "Facebook Messenger, is the project's citation, not on the record)",
     },
     discloses={
         "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
@@ -1150,7 +1153,8 @@ WIRE = Profile(
     sources=(
         f"{_WIRE_PRIVACY}: §2.1 profiles, §2.2 user devices, §3.2 group data (not on the record: docs/record.md)",
         "Wire, 'Make your conversations safe and secure' (wire.com/en/blog/key-verification-secure-conversations, "
-        "2017-01-16); support.wire.com, 'How can I compare key fingerprints?'",
+        "2017-01-16); support.wire.com, 'How can I compare key fingerprints?' (the project's citation, not on the "
+        "record: docs/record.md)",
     ),
     discloses={
         i.key: frozenset({"subscriber_info", "device_info", "group_membership"})

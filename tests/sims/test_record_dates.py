@@ -1063,7 +1063,9 @@ def test_the_2016_subpoena_scenarios_disclosures_list_signals_sources_as_of_2016
 
 def test_a_source_not_on_the_record_says_so() -> None:
     """docs/record.md lists Apple's Legal Process Guidelines, Threema's transparency report, Wickr's privacy policy and
-    reporting page, LINE's guidelines and Wire's privacy whitepaper as not on the record: their sources said nothing."""
+    reporting page, LINE's guidelines and Wire's privacy whitepaper as not on the record: their sources said nothing.
+    Nor did Wire's key-verification blog post (2017-01-16), nor the case name "In re Facebook Messenger", which the
+    record does not give (it gives the court, E.D. Cal., the year, 2018, and the facts)."""
     marked = {
         (name, s.split(",")[0].split(" (")[0])
         for name, p in PROFILES.items()
@@ -1076,6 +1078,8 @@ def test_a_source_not_on_the_record_says_so() -> None:
         ("wickr", "Wickr"),
         ("line-letter-sealing-off", "LINE Corporation"),
         ("wire", "Wire Privacy Whitepaper"),
+        ("wire", "Wire"),
+        ("whatsapp", "a federal court in E.D. Cal."),
     }, marked
     assert sum("not on the record" in s for s in get_profile("wickr").sources) == 2
 
@@ -1106,3 +1110,23 @@ def test_bes_lists_the_record_of_india_among_its_sources() -> None:
     assert any("Mumbai" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
     (india,) = [s for s in profile.sources if s.startswith("India")]
     assert "Mumbai (2012)" in india and "accepted in 2013" in india
+
+
+def test_the_messenger_ruling_is_said_as_the_record_gives_it_and_its_name_as_the_projects_citation() -> None:
+    """The record: "in 2018 a federal court in E.D. Cal. refused DOJ's motion to hold Facebook in contempt for not
+    wiretapping Messenger voice calls". WhatsApp's source and its wiretap assumption named the case "In re Facebook
+    Messenger" as if the record did; docs/record.md was silent on it, and on Wire's key-verification blog post."""
+    for name, profile in PROFILES.items():
+        for field in (*PROFILE_TEXT_FIELDS, "sources"):
+            for text in _texts(getattr(profile, field)) if field != "sources" else profile.sources:
+                if "In re Facebook Messenger" in text:
+                    assert "E.D. Cal." in text and "2018" in text, (name, field, text)
+                    assert "the project's citation" in text.split("In re Facebook Messenger", 1)[1], (
+                        name,
+                        text,
+                    )
+    (ruling,) = [s for s in get_profile("whatsapp").sources if "Messenger" in s]
+    assert ruling.startswith("a federal court in E.D. Cal., 2018, refused DOJ's motion"), ruling
+    assert "federal court in E.D. Cal." in get_profile("whatsapp").assumptions["wiretap"]
+    record = (Path(__file__).parents[2] / "docs" / "record.md").read_text(encoding="utf-8")
+    assert "In re Facebook Messenger" in record and "key-verification-secure-conversations" in record
