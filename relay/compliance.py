@@ -578,6 +578,8 @@ class ComplianceDesk:
         assumed = self.profile.assumptions.get(instrument.key)
         if assumed:  # said however the provider answers (a refusal can be assumed too)
             d.notes.append(f"Assumption: {assumed}.")
+        if reading := self.profile.readings.get(instrument.key):
+            d.notes.append(f"Reading: {reading}.")
         if d.response != "complied":
             record = self.profile.response_record.get(instrument.key)
             declined = f"{self.profile.title}'s response to the demand as a whole: {d.response}" + (

@@ -180,6 +180,11 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
+    # Per instrument, what of the answer the profile gives under it is the project's reading of its record's words,
+    # not their letter (BlackBerry's "certain metadata": which records the reported policy hands a court order): each
+    # disclosure under that instrument says so in a "Reading" note. Unlike ``assumptions``, the answer is still the
+    # record's: a category kept back is kept back by the record's policy, not by an assumption.
+    readings: Mapping[str, str] = field(default_factory=dict)
     # The US instruments (of ``assumptions``) under which what the provider hands over is, as a whole, the
     # profile's assumption though it has a published policy on record: no record of the provider's speaks of
     # that instrument (the FBI chart's "—" cells; Signal's 2703(d) order, and its search warrant before the
@@ -1340,6 +1345,53 @@ _BB_POLICY_CIPHERTEXT = (
     "metadata, not the correspondence"
 )
 
+# The reported policy's words, under a court order: "location, which users contacted each other, and certain
+# metadata" (the record: Pakistan, December 2015). The record does not say what "certain metadata" is: the records a
+# profile hands a court order besides location and who contacted whom (the message log; its routing, in real time)
+# are the project's reading of those words, said in every disclosure under one (Profile.readings), on every date.
+_BB_POLICY_WORDS: Final = frozenset({"location", "message_log", "realtime_routing", "ciphertext", "content"})
+_BB_READING_TEXT = (
+    "BlackBerry's policy {reported} names, under a court order, location, who contacted whom and certain metadata, "
+    "never the correspondence; the record does not say what that metadata is: that it covers the {records} this "
+    "profile hands over under {order} is the project's reading of those words"
+)
+_BB_REPORTED = "as reported (John Chen, December 2015)"
+# Said instead before December 2015 (HISTORY): the report is later than the order.
+_BB_REPORTED_LATER = (
+    "as reported in December 2015 (John Chen), after this date (that it was its policy on this date is the project's "
+    "assumption)"
+)
+
+
+def _bb_readings(
+    discloses: Mapping[str, frozenset[str]], processes: tuple[str, ...], *, reported: str = _BB_REPORTED
+) -> dict[str, str]:
+    """The reading under each of ``processes`` whose answer (``discloses``) is BlackBerry's reported policy: the
+    records it hands over beyond the policy's words (location, who contacted whom) are "certain metadata" by the
+    project's reading, not the record's. A capability notice (it hands nothing over) has none."""
+    vocabulary = list(LEGAL_CATEGORIES)
+    readings = {}
+    for p in processes:
+        beyond = sorted(discloses.get(p, frozenset()) - _BB_POLICY_WORDS, key=vocabulary.index)
+        if beyond and not INSTRUMENTS[p].builds:
+            labels = [LEGAL_CATEGORIES[c].label for c in beyond]
+            records = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+            order = INSTRUMENTS[p].a_name + (" order" if p == "pen_register" else "")  # its legal name
+            readings[p] = _BB_READING_TEXT.format(reported=reported, records=records, order=order)
+    return readings
+
+
+# The orders whose answer is the reported policy (or, where the record is silent on the order, assumed to be:
+# _BB_SILENT, and BES's Canadian authorization), each hands over "certain metadata" as the project reads it.
+_BB_COURT_ORDERS: Final = ("court_order_2703d", "pen_register", *_BB_NOT_THE_CORRESPONDENCE, "pk_court_order")
+_BBM_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
+    **{p: ASKS[p] for p in ASKS},
+    **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
+    "subpoena": _BB_SUBPOENA,
+    "pk_court_order": _BB_COURT_ORDER,
+}
+_BBM_READ: Final = (*_BB_COURT_ORDERS, *_BB_SILENT)
+
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
@@ -1360,12 +1412,7 @@ BBM_CONSUMER = Profile(
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain metadata "
         "under a court order, not the correspondence",
     ),
-    discloses={
-        **{p: ASKS[p] for p in ASKS},
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
-        "subpoena": _BB_SUBPOENA,
-        "pk_court_order": _BB_COURT_ORDER,
-    },
+    discloses=_BBM_DISCLOSES,
     responses=_BB_RESPONSES,
     assumed_answers=frozenset({"subpoena"}),
     assumptions={
@@ -1376,6 +1423,7 @@ BBM_CONSUMER = Profile(
         "consumer BBM; this profile assumes the same refusal",
         "ca_part_vi_authorization": _CLEMENZA_ASSUMED,
     },
+    readings=_bb_readings(_BBM_DISCLOSES, _BBM_READ),
     policy_name=_BB_POLICY_NAME,
     notes={"content": _BBM_CONTENT, "ciphertext": _BB_POLICY_CIPHERTEXT},
 )
@@ -1413,6 +1461,19 @@ _BES_INDIA_CIPHERTEXT = (
     "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
     + _BES_INDIA_ENTERPRISE
 )
+_BES_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
+    **{p: ASKS[p] - {"content"} for p in ASKS},
+    **{
+        p: ASKS[p] - {"ciphertext", "content"}
+        for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
+    },
+    # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
+    # accepted in 2013 that enterprise data comes from the enterprise
+    **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
+    "subpoena": _BB_SUBPOENA,
+    "pk_court_order": _BB_COURT_ORDER,
+}
+_BES_READ: Final = (*_BB_COURT_ORDERS, *_BB_SILENT, "ca_part_vi_authorization")
 BES = Profile(
     name="bes",
     title="BlackBerry Enterprise Server (carrier relay)",
@@ -1435,18 +1496,7 @@ BES = Profile(
         "India 2010-2013: an interception facility in Mumbai (2012) covers consumer BBM and BIS e-mail, not BES; "
         "India accepted in 2013 that enterprise data must be obtained from the enterprise",
     ),
-    discloses={
-        **{p: ASKS[p] - {"content"} for p in ASKS},
-        **{
-            p: ASKS[p] - {"ciphertext", "content"}
-            for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
-        },
-        # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
-        # accepted in 2013 that enterprise data comes from the enterprise
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
-        "subpoena": _BB_SUBPOENA,
-        "pk_court_order": _BB_COURT_ORDER,
-    },
+    discloses=_BES_DISCLOSES,
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
     assumed_answers=frozenset({"subpoena"}),
@@ -1455,6 +1505,7 @@ BES = Profile(
         **{p: _BES_INDIA_ASSUMED for p in _INDIA},
         **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
     },
+    readings=_bb_readings(_BES_DISCLOSES, _BES_READ),
     policy_name=_BB_POLICY_NAME,
     notes={"content": _BES_KEYS, "ciphertext": _BB_POLICY_CIPHERTEXT},
     # Each country's record in its own disclosures: the PTA's statement in Pakistan's, India's facility
@@ -1542,6 +1593,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "responses",
     "response_record",
     "assumptions",
+    "readings",
     "assumed_answers",
     "lookback",
     "lookup_log_hosts",
@@ -1696,6 +1748,7 @@ _TEXT_FIELDS: Final = (
     "notes",
     "jurisdiction_notes",
     "assumptions",
+    "readings",
     "policy_record",
     "realtime_record",
     "realtime_inferred",
@@ -1857,6 +1910,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             _BB_POLICY_SOURCE,
             {
                 "policy_name": _BB_POLICY_NAME_LATER,
+                "readings": _bb_readings(_BES_DISCLOSES, _BES_READ, reported=_BB_REPORTED_LATER),
                 "notes": {**BES.notes, "ciphertext": _BB_POLICY_LATER},
                 "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
                 "assumptions": _BES_ASSUMPTIONS_LATER,
@@ -1905,6 +1959,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {
                 "policy_name": _BB_POLICY_NAME_LATER,
                 "policy_later": _BB_POLICY_LATER_KEEPS,
+                "readings": _bb_readings(_BBM_DISCLOSES, _BBM_READ, reported=_BB_REPORTED_LATER),
                 "notes": {
                     **BBM_CONSUMER.notes,
                     "content": _BBM_CONTENT_LATER,

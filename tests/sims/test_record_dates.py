@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from relaysim.relay.compliance import Disclosure
+from relaysim.relay.legal import CATEGORIES
 from relaysim.relay.profiles import (
     HISTORY,
     POLICY_FIELDS,
@@ -34,6 +35,7 @@ _TEXT_FIELDS = (
     "notes",
     "jurisdiction_notes",
     "assumptions",
+    "readings",
     "policy_record",
     "realtime_record",
     "response_record",
@@ -1130,3 +1132,25 @@ def test_the_messenger_ruling_is_said_as_the_record_gives_it_and_its_name_as_the
     assert "federal court in E.D. Cal." in get_profile("whatsapp").assumptions["wiretap"]
     record = (Path(__file__).parents[2] / "docs" / "record.md").read_text(encoding="utf-8")
     assert "In re Facebook Messenger" in record and "key-verification-secure-conversations" in record
+
+
+@pytest.mark.parametrize("name", ["bbm-consumer", "bes"])
+@pytest.mark.parametrize("start", [None, "2011-06-01", "2016-05-01"])
+def test_blackberrys_certain_metadata_is_said_as_the_projects_reading(name: str, start: str | None) -> None:
+    """The reported policy's words are "location, who contacted whom and certain metadata" (John Chen, December
+    2015): the IP addresses, device info, message counts, contacts, groups and look-up log handed a 2703(d) order, a
+    search warrant and a Pakistani court's order were said as that policy, and no disclosure said that they are
+    "certain metadata" only by the project's reading; on every date, also before the report (HISTORY)."""
+    processes = ("court_order_2703d", "search_warrant", "pk_court_order")
+    for d in _serve(name, start, *processes):
+        (reading,) = [n for n in d.notes if n.startswith("Reading: ")]
+        assert "certain metadata" in reading and "the project's reading" in reading, reading
+        for category in ("ip_addresses", "device_info", "message_counts", "contacts", "group_membership"):
+            assert category in PROFILES[name].discloses[d.process.process], category
+            assert CATEGORIES[category].label in reading, (category, reading)
+        assert ("after this date" in reading) is (start is not None and "2011" in start), reading
+    profile = get_profile(name)
+    for day in (None, date(2011, 6, 1), date(2015, 11, 30), date(2016, 5, 1)):
+        readings = profile_as_of(name, day).readings
+        assert set(processes) <= set(readings), (name, day)
+    assert "location" not in profile.readings["court_order_2703d"].split("covers", 1)[1]
