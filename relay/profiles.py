@@ -68,6 +68,7 @@ __all__ = [
     "Change",
     "Profile",
     "changes_in_effect",
+    "dated_sources",
     "get_profile",
     "policy_changes",
     "profile_as_of",
@@ -2188,30 +2189,78 @@ def sources_on(profile: Profile, day: date | datetime | None) -> tuple[str, ...]
     chart before the chart's date says the chart is later, as the texts do (``_day_later``, ``_chart_later``). The
     sources are not among ``_TEXT_FIELDS``: they are no policy, and a day only they cite is no change to the record
     (``HISTORY``); they are dated here, where a disclosure lists them."""
+    return dated_sources(profile.sources, day)
+
+
+def dated_sources(written: tuple[str, ...], day: date | datetime | None) -> tuple[str, ...]:
+    """Sources (``written``) as a disclosure served on ``day`` lists them (``sources_on``): a profile's, or a backup's
+    (relay/backup.py), dated the same way."""
     on = _when(day)
     if on is None:
-        return profile.sources
-    sources: Any = {i: text for i, text in enumerate(profile.sources)}
-    for cited in sorted(set().union(*map(_days_cited, profile.sources)) - {_FBI_CHART_DATE}):
+        return written
+    sources: Any = {i: text for i, text in enumerate(written)}
+    for cited in sorted(set().union(*map(_days_cited, written)) - {_FBI_CHART_DATE}):
         if cited > on:
             sources = _day_later(cited)(sources)
+    # the later years and months a source names are said after what it says, before the FBI chart's note (which
+    # follows it): "… (2018, 2024 are after this date); the FBI chart cited here is dated …"
+    sources = {i: _years_later(sources[i], written[i], on) for i in sources}
     if on < _FBI_CHART_DATE:
         sources = _chart_later(sources)
-    return tuple(_years_later(sources[i], profile.sources[i], on) for i in range(len(profile.sources)))
+    return tuple(sources[i] for i in range(len(written)))
 
 
 # A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
-# later at the source's end. (A month of the disclosure's own year is not told apart: the year is the same.)
+# later at the source's end. A month a source names with its year ("April 2016", "Dec 2015") is a year named too; one
+# of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
+# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
 _YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+_MONTH_NAMES: Final = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_MONTH_CITED = re.compile(
+    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d-])"
+)
 
 
 def _years_later(source: str, written: str, on: date) -> str:
-    """``source`` (``written``, dated by its days) with the later years ``written`` names alone said at its end,
-    but a year one of its days, already said to be later, falls in."""
-    days_later = {d.year for d in _days_cited(written) if d > on}
-    named = {int(y) for y in _YEAR_CITED.findall(_DAY_CITED.sub("", written))}
-    later = sorted(y for y in named - days_later if y > on.year)
+    """``source`` (``written``, dated by its days) with the later years ``written`` names alone, and the later months
+    of ``on``'s own year it names, said at its end, but a year (a month) one of its days, already said to be later,
+    falls in."""
+    days_later = {d for d in _days_cited(written) if d > on}
+    undated = _DAY_CITED.sub("", written)
+    named = {int(y) for y in _YEAR_CITED.findall(undated)}
+    later = [str(y) for y in sorted(named - {d.year for d in days_later}) if y > on.year]
+    months = {
+        f"{m.group(1)} {m.group(2)}": date(
+            int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1
+        )
+        for m in _MONTH_CITED.finditer(undated)
+    }
+    later = [
+        said
+        for said, first in sorted(months.items(), key=lambda m: m[1])
+        if first.year == on.year
+        and first > on
+        and (first.year, first.month) not in {(d.year, d.month) for d in days_later}
+    ] + later
     if not later:
         return source
-    years = ", ".join(map(str, later))
-    return f"{source} ({years} {'is' if len(later) == 1 else 'are'} after this date)"
+    return f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)"
+
+
+def _month_name(word: str) -> str:
+    """The month ``word`` names in full or by its first three letters."""
+    (name,) = [m for m in _MONTH_NAMES if m.startswith(word[:3])]
+    return name
