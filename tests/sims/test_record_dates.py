@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from relaysim.relay.backup import BACKUPS
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import CATEGORIES
 from relaysim.relay.profiles import (
@@ -23,12 +24,11 @@ from relaysim.relay.profiles import (
     POLICY_FIELDS,
     PROFILES,
     Profile,
-    get_profile,
     dated_sources,
+    get_profile,
     profile_as_of,
     sources_on,
 )
-from relaysim.relay.backup import BACKUPS
 from relaysim.sims.scenario import builtin_scenarios, parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
@@ -1217,7 +1217,6 @@ def test_a_warrant_on_a_backups_custodian_lists_the_backups_sources_dated_as_of_
             )
     md = d.to_markdown()
     assert (
-        f"## Sources the backup held by {backup.custodian} cites" in md
-        and f"## Sources the profile" not in md
+        f"## Sources the backup held by {backup.custodian} cites" in md and "## Sources the profile" not in md
     )
     assert all(s in md for s in d.sources) and d.to_json()["sources"] == list(d.sources)
