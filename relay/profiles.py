@@ -1354,7 +1354,7 @@ _BB_POLICY_WORDS: Final = frozenset({"location", "message_log", "realtime_routin
 _BB_READING_TEXT = (
     "BlackBerry's policy {reported} names, under a court order, location, who contacted whom and certain metadata, "
     "never the correspondence; the record does not say what that metadata is: that it covers the {records} this "
-    "profile hands over under {order} is the project's reading of those words"
+    "profile hands over under {order}, where its relay holds them, is the project's reading of those words"
 )
 _BB_REPORTED = "as reported (John Chen, December 2015)"
 # Said instead before December 2015 (HISTORY): the report is later than the order.
