@@ -30,6 +30,7 @@ from datetime import date
 from typing import Any, Final
 
 from relaysim.relay.compliance import Disclosure, LegalProcess
+from relaysim.relay.profiles import dated_sources
 
 __all__ = ["BACKUPS", "Backup", "disclose_backup"]
 
@@ -44,6 +45,25 @@ class Backup:
     # earlier (``[scenario] start``) cannot have it. None: no such limit in the record.
     since: date | None = None
     since_source: str = ""
+    # What the description rests on, listed at the end of a disclosure under a warrant on the custodian, as a
+    # profile's are under an order on the relay, dated as of the day it is served (relay.profiles.dated_sources).
+    sources: tuple[str, ...] = ()
+
+
+# The record (docs/record.md): iCloud Backup holds the Messages key unless Advanced Data Protection is on; WhatsApp's
+# backups are readable by their custodian unless the user turned on end-to-end encrypted backups.
+_FBI_CHART_BACKUPS = (
+    "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; justsecurity.org/79549): a search warrant on "
+    "iMessage gets device backups, 'with iCloud Backup the keys come too'"
+)
+_ADP = (
+    "Apple, Advanced Data Protection for iCloud, from December 2022: iCloud Backup holds the Messages key unless it "
+    "is on; withdrawn for new UK users in February 2025, after a UK technical capability notice"
+)
+_WHATSAPP_E2E_BACKUPS = (
+    "WhatsApp: backups to iCloud or Google Drive are readable by that custodian unless the user turns on "
+    "end-to-end encrypted backups, from October 2021"
+)
 
 
 BACKUPS: Final[Mapping[str, Backup]] = {
@@ -55,6 +75,7 @@ BACKUPS: Final[Mapping[str, Backup]] = {
             True,
             "iCloud Backup without Advanced Data Protection: Apple holds the backup's keys, and with them the "
             "Messages key",
+            sources=(_ADP, _FBI_CHART_BACKUPS),
         ),
         Backup(
             "icloud-adp",
@@ -63,12 +84,14 @@ BACKUPS: Final[Mapping[str, Backup]] = {
             "iCloud Backup with Advanced Data Protection on: the keys are only on the user's devices",
             date(2022, 12, 1),
             "Apple's Advanced Data Protection dates from December 2022",
+            (_ADP,),
         ),
         Backup(
             "gdrive",
             "Google (Google Drive)",
             True,
             "a WhatsApp backup on Google Drive without end-to-end encrypted backups: readable by Google",
+            sources=(_WHATSAPP_E2E_BACKUPS,),
         ),
         Backup(
             "gdrive-e2e",
@@ -77,6 +100,7 @@ BACKUPS: Final[Mapping[str, Backup]] = {
             "a WhatsApp backup on Google Drive with end-to-end encrypted backups on: its key is the user's",
             date(2021, 10, 1),
             "WhatsApp's end-to-end encrypted backups date from October 2021",
+            (_WHATSAPP_E2E_BACKUPS,),
         ),
         Backup("none", None, False, "no cloud backup: the history is only on the phones"),
     )
@@ -90,13 +114,21 @@ def disclose_backup(
     history: Iterable[Mapping[str, Any]],
     *,
     account: bool = True,
+    day: date | None = None,
 ) -> Disclosure:
     """A search warrant on the custodian of ``process.target``'s backup (``setting``, a key of
     :data:`BACKUPS`): the messages the phone held at service (``history``: rows with ``from``,
     ``to``, ``time``, ``text``) within the warrant's window, if the custodian holds the key, else why not.
-    ``account`` False: the target (a phone number) has no account, so no phone of it backed anything up."""
+    ``account`` False: the target (a phone number) has no account, so no phone of it backed anything up.
+    ``day``: the day it is served, in a run set on a date (None: an undated run, today), as of which the backup's
+    sources are listed."""
     backup = BACKUPS[setting]
-    d = Disclosure(process, profile, served_on=backup.custodian or "no custodian: there is no cloud backup")
+    d = Disclosure(
+        process,
+        profile,
+        served_on=backup.custodian or "no custodian: there is no cloud backup",
+        sources=dated_sources(backup.sources, day),
+    )
     if not account:
         # An answer, not an error, as the relay's own desk gives it (relay.compliance).
         d.no_such_account = True

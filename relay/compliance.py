@@ -289,7 +289,10 @@ class Disclosure:
         if self.sources:
             lines += [
                 "",
-                f"## Sources the profile `{self.profile}` cites (docs/record.md: what of them is on the record)",
+                # a warrant on a backup's custodian lists the backup's sources (relay/backup.py), not the profile's
+                f"## Sources the backup held by {self.served_on} cites (docs/record.md: what of them is on the record)"
+                if self.served_on is not None
+                else f"## Sources the profile `{self.profile}` cites (docs/record.md: what of them is on the record)",
                 "",
                 *[f"- {md_text(s)}" for s in self.sources],
             ]
@@ -541,7 +544,7 @@ class ComplianceDesk:
             self.profile.name,
             response=self.profile.response_to(instrument),
             days=self._day_fields(),
-            sources=sources_on(self.profile, self._served_day(process)),
+            sources=sources_on(self.profile, self.served_day(process)),
         )
         answered = process.answered if d.response != "complied" and process.answered is not None else None
         d.history.append((d.response, process.served if answered is None else answered))
@@ -557,7 +560,7 @@ class ComplianceDesk:
         if instrument.citation:
             d.notes.append(f"Citation: {instrument.citation}.")
         for caveat in instrument.caveats_on(
-            self._served_day(process)
+            self.served_day(process)
         ):  # what the record leaves open of the day
             d.notes.append(f"{caveat[0].upper()}{caveat[1:]}.")
         if process.target is not None and not self.store.devices(process.target):
@@ -578,6 +581,8 @@ class ComplianceDesk:
         assumed = self.profile.assumptions.get(instrument.key)
         if assumed:  # said however the provider answers (a refusal can be assumed too)
             d.notes.append(f"Assumption: {assumed}.")
+        if reading := self.profile.readings.get(instrument.key):
+            d.notes.append(f"Reading: {reading}.")
         if d.response != "complied":
             record = self.profile.response_record.get(instrument.key)
             declined = f"{self.profile.title}'s response to the demand as a whole: {d.response}" + (
@@ -889,7 +894,7 @@ class ComplianceDesk:
             return self._bodies_missing(process)
         if category == "content":
             limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit_on(
-                self._served_day(process)
+                self.served_day(process)
             )
             limit = f"; {limit}" if limit else ""
             if pr.custody == "devices":
@@ -910,7 +915,7 @@ class ComplianceDesk:
             return self._bodies_missing(process)
         raise AssertionError(category)
 
-    def _served_day(self, process: LegalProcess) -> date | None:
+    def served_day(self, process: LegalProcess) -> date | None:
         """The day ``process`` is served in a run set on a date; None in an undated run (today)."""
         return None if self.profile.as_of is None else self.day_of(process.served)
 
@@ -945,7 +950,7 @@ class ComplianceDesk:
         pr = self.profile
         instrument = process.instrument
         why = pr.notes.get("realtime_routing")
-        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability_on(self._served_day(process))
+        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability_on(self.served_day(process))
         if instrument.builds:
             compel = (
                 f"this notice compels building one ({instrument.statute}); nothing is collected until it "

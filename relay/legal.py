@@ -423,6 +423,13 @@ _PTA_DEMAND_2015_CAVEAT = (
 )
 
 # What the record names of the Canadian, British and Australian instruments, and what here is the project's citation.
+# (And of Pakistan's Fair Trial Act: the record's words are "warrants for surveillance"; what one reaches, as modelled,
+# is the project's reading.)
+_IFTA_CITED = (
+    "the record names the Investigation for Fair Trial Act 2013 and its warrants for surveillance, no section of the "
+    "Act, nor what a warrant reaches: that one names a person and reaches the interception of that person's "
+    "communications as they pass (what it asks for here) is the project's reading"
+)
 _CA_PART_VI_CITED = (
     "the record names no Canadian instrument: Part VI of the Criminal Code, s.186, and a judge's authorization are "
     "the project's citation"
@@ -663,11 +670,13 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "ifta_warrant",
             "pk",
             "Fair Trial Act warrant",
-            "warrant for surveillance or interception of a named person's communications",
+            # the record's words: "the Investigation for Fair Trial Act 2013 (warrants for surveillance)"
+            "warrant for surveillance of a named person's communications",
             "Investigation for Fair Trial Act 2013",
             "forward",
             True,
             _INTERCEPT,
+            citation=_IFTA_CITED,
             since=_IFTA_2013,
             since_record=_IFTA_2013_RECORD,
             caveats=((None, _IFTA_2013_CAVEAT),),

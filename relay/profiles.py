@@ -18,8 +18,9 @@ never as "its published policy" (``Profile.policy_record``). Where a source says
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
 lists it apart. Among the chart's rows: WhatsApp's wiretap order returns the ciphertext its relay
 routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight over an
-end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing DOJ's motion
-to hold Facebook in contempt for not wiretapping Messenger voice calls. And a search warrant on WhatsApp
+end-to-end wiretap ended, in 2018, with a federal court in E.D. Cal. refusing DOJ's motion to hold Facebook in
+contempt for not wiretapping Messenger voice calls (the case's name, In re Facebook Messenger, is the project's
+citation: the record gives the court, the year and the facts). And a search warrant on WhatsApp
 or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
 chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
 2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
@@ -67,6 +68,7 @@ __all__ = [
     "Change",
     "Profile",
     "changes_in_effect",
+    "dated_sources",
     "get_profile",
     "policy_changes",
     "profile_as_of",
@@ -179,6 +181,11 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
+    # Per instrument, what of the answer the profile gives under it is the project's reading of its record's words,
+    # not their letter (BlackBerry's "certain metadata": which records the reported policy hands a court order): each
+    # disclosure under that instrument says so in a "Reading" note. Unlike ``assumptions``, the answer is still the
+    # record's: a category kept back is kept back by the record's policy, not by an assumption.
+    readings: Mapping[str, str] = field(default_factory=dict)
     # The US instruments (of ``assumptions``) under which what the provider hands over is, as a whole, the
     # profile's assumption though it has a published policy on record: no record of the provider's speaks of
     # that instrument (the FBI chart's "—" cells; Signal's 2703(d) order, and its search warrant before the
@@ -552,8 +559,9 @@ WHATSAPP = Profile(
     sources=(
         "faq.whatsapp.com, 'Information for law enforcement authorities'",
         "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
-        "In re Facebook Messenger, E.D. Cal. 2018: the court refused DOJ's motion to hold Facebook in contempt "
-        "for not wiretapping Messenger voice calls",
+        "a federal court in E.D. Cal., 2018, refused DOJ's motion to hold Facebook in contempt for not wiretapping "
+        "Messenger voice calls (the case's name, In re Facebook Messenger, is the project's citation, not on the "
+        "record: docs/record.md)",
         _FBI_CHART,
     ),
     assumptions={
@@ -564,9 +572,10 @@ WHATSAPP = Profile(
         **_pk_court_order_nothing(_WHATSAPP_RECORD),
         **_foreign_forward_nothing(_WHATSAPP_RECORD),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
-        "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
-        "wiretap order on an end-to-end service, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
-        "hold Facebook in contempt for not wiretapping Messenger voice calls",
+        "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over a "
+        "wiretap order on an end-to-end service, in 2018 a federal court in E.D. Cal. refused DOJ's motion to hold "
+        "Facebook in contempt for not wiretapping Messenger voice calls (E.D. Cal. 2018; the case's name, In re "
+        "Facebook Messenger, is the project's citation, not on the record)",
     },
     discloses={
         "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
@@ -1150,7 +1159,8 @@ WIRE = Profile(
     sources=(
         f"{_WIRE_PRIVACY}: §2.1 profiles, §2.2 user devices, §3.2 group data (not on the record: docs/record.md)",
         "Wire, 'Make your conversations safe and secure' (wire.com/en/blog/key-verification-secure-conversations, "
-        "2017-01-16); support.wire.com, 'How can I compare key fingerprints?'",
+        "2017-01-16); support.wire.com, 'How can I compare key fingerprints?' (the project's citation, not on the "
+        "record: docs/record.md)",
     ),
     discloses={
         i.key: frozenset({"subscriber_info", "device_info", "group_membership"})
@@ -1336,6 +1346,53 @@ _BB_POLICY_CIPHERTEXT = (
     "metadata, not the correspondence"
 )
 
+# The reported policy's words, under a court order: "location, which users contacted each other, and certain
+# metadata" (the record: Pakistan, December 2015). The record does not say what "certain metadata" is: the records a
+# profile hands a court order besides location and who contacted whom (the message log; its routing, in real time)
+# are the project's reading of those words, said in every disclosure under one (Profile.readings), on every date.
+_BB_POLICY_WORDS: Final = frozenset({"location", "message_log", "realtime_routing", "ciphertext", "content"})
+_BB_READING_TEXT = (
+    "BlackBerry's policy {reported} names, under a court order, location, who contacted whom and certain metadata, "
+    "never the correspondence; the record does not say what that metadata is: that it covers the {records} this "
+    "profile hands over under {order}, where its relay holds them, is the project's reading of those words"
+)
+_BB_REPORTED = "as reported (John Chen, December 2015)"
+# Said instead before December 2015 (HISTORY): the report is later than the order.
+_BB_REPORTED_LATER = (
+    "as reported in December 2015 (John Chen), after this date (that it was its policy on this date is the project's "
+    "assumption)"
+)
+
+
+def _bb_readings(
+    discloses: Mapping[str, frozenset[str]], processes: tuple[str, ...], *, reported: str = _BB_REPORTED
+) -> dict[str, str]:
+    """The reading under each of ``processes`` whose answer (``discloses``) is BlackBerry's reported policy: the
+    records it hands over beyond the policy's words (location, who contacted whom) are "certain metadata" by the
+    project's reading, not the record's. A capability notice (it hands nothing over) has none."""
+    vocabulary = list(LEGAL_CATEGORIES)
+    readings = {}
+    for p in processes:
+        beyond = sorted(discloses.get(p, frozenset()) - _BB_POLICY_WORDS, key=vocabulary.index)
+        if beyond and not INSTRUMENTS[p].builds:
+            labels = [LEGAL_CATEGORIES[c].label for c in beyond]
+            records = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+            order = INSTRUMENTS[p].a_name + (" order" if p == "pen_register" else "")  # its legal name
+            readings[p] = _BB_READING_TEXT.format(reported=reported, records=records, order=order)
+    return readings
+
+
+# The orders whose answer is the reported policy (or, where the record is silent on the order, assumed to be:
+# _BB_SILENT, and BES's Canadian authorization), each hands over "certain metadata" as the project reads it.
+_BB_COURT_ORDERS: Final = ("court_order_2703d", "pen_register", *_BB_NOT_THE_CORRESPONDENCE, "pk_court_order")
+_BBM_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
+    **{p: ASKS[p] for p in ASKS},
+    **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
+    "subpoena": _BB_SUBPOENA,
+    "pk_court_order": _BB_COURT_ORDER,
+}
+_BBM_READ: Final = (*_BB_COURT_ORDERS, *_BB_SILENT)
+
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
@@ -1356,12 +1413,7 @@ BBM_CONSUMER = Profile(
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain metadata "
         "under a court order, not the correspondence",
     ),
-    discloses={
-        **{p: ASKS[p] for p in ASKS},
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
-        "subpoena": _BB_SUBPOENA,
-        "pk_court_order": _BB_COURT_ORDER,
-    },
+    discloses=_BBM_DISCLOSES,
     responses=_BB_RESPONSES,
     assumed_answers=frozenset({"subpoena"}),
     assumptions={
@@ -1372,6 +1424,7 @@ BBM_CONSUMER = Profile(
         "consumer BBM; this profile assumes the same refusal",
         "ca_part_vi_authorization": _CLEMENZA_ASSUMED,
     },
+    readings=_bb_readings(_BBM_DISCLOSES, _BBM_READ),
     policy_name=_BB_POLICY_NAME,
     notes={"content": _BBM_CONTENT, "ciphertext": _BB_POLICY_CIPHERTEXT},
 )
@@ -1409,6 +1462,19 @@ _BES_INDIA_CIPHERTEXT = (
     "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
     + _BES_INDIA_ENTERPRISE
 )
+_BES_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
+    **{p: ASKS[p] - {"content"} for p in ASKS},
+    **{
+        p: ASKS[p] - {"ciphertext", "content"}
+        for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
+    },
+    # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
+    # accepted in 2013 that enterprise data comes from the enterprise
+    **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
+    "subpoena": _BB_SUBPOENA,
+    "pk_court_order": _BB_COURT_ORDER,
+}
+_BES_READ: Final = (*_BB_COURT_ORDERS, *_BB_SILENT, "ca_part_vi_authorization")
 BES = Profile(
     name="bes",
     title="BlackBerry Enterprise Server (carrier relay)",
@@ -1431,18 +1497,7 @@ BES = Profile(
         "India 2010-2013: an interception facility in Mumbai (2012) covers consumer BBM and BIS e-mail, not BES; "
         "India accepted in 2013 that enterprise data must be obtained from the enterprise",
     ),
-    discloses={
-        **{p: ASKS[p] - {"content"} for p in ASKS},
-        **{
-            p: ASKS[p] - {"ciphertext", "content"}
-            for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
-        },
-        # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
-        # accepted in 2013 that enterprise data comes from the enterprise
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
-        "subpoena": _BB_SUBPOENA,
-        "pk_court_order": _BB_COURT_ORDER,
-    },
+    discloses=_BES_DISCLOSES,
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
     assumed_answers=frozenset({"subpoena"}),
@@ -1451,6 +1506,7 @@ BES = Profile(
         **{p: _BES_INDIA_ASSUMED for p in _INDIA},
         **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
     },
+    readings=_bb_readings(_BES_DISCLOSES, _BES_READ),
     policy_name=_BB_POLICY_NAME,
     notes={"content": _BES_KEYS, "ciphertext": _BB_POLICY_CIPHERTEXT},
     # Each country's record in its own disclosures: the PTA's statement in Pakistan's, India's facility
@@ -1538,6 +1594,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "responses",
     "response_record",
     "assumptions",
+    "readings",
     "assumed_answers",
     "lookback",
     "lookup_log_hosts",
@@ -1692,6 +1749,7 @@ _TEXT_FIELDS: Final = (
     "notes",
     "jurisdiction_notes",
     "assumptions",
+    "readings",
     "policy_record",
     "realtime_record",
     "realtime_inferred",
@@ -1853,6 +1911,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             _BB_POLICY_SOURCE,
             {
                 "policy_name": _BB_POLICY_NAME_LATER,
+                "readings": _bb_readings(_BES_DISCLOSES, _BES_READ, reported=_BB_REPORTED_LATER),
                 "notes": {**BES.notes, "ciphertext": _BB_POLICY_LATER},
                 "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
                 "assumptions": _BES_ASSUMPTIONS_LATER,
@@ -1901,6 +1960,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {
                 "policy_name": _BB_POLICY_NAME_LATER,
                 "policy_later": _BB_POLICY_LATER_KEEPS,
+                "readings": _bb_readings(_BBM_DISCLOSES, _BBM_READ, reported=_BB_REPORTED_LATER),
                 "notes": {
                     **BBM_CONSUMER.notes,
                     "content": _BBM_CONTENT_LATER,
@@ -2129,30 +2189,78 @@ def sources_on(profile: Profile, day: date | datetime | None) -> tuple[str, ...]
     chart before the chart's date says the chart is later, as the texts do (``_day_later``, ``_chart_later``). The
     sources are not among ``_TEXT_FIELDS``: they are no policy, and a day only they cite is no change to the record
     (``HISTORY``); they are dated here, where a disclosure lists them."""
+    return dated_sources(profile.sources, day)
+
+
+def dated_sources(written: tuple[str, ...], day: date | datetime | None) -> tuple[str, ...]:
+    """Sources (``written``) as a disclosure served on ``day`` lists them (``sources_on``): a profile's, or a backup's
+    (relay/backup.py), dated the same way."""
     on = _when(day)
     if on is None:
-        return profile.sources
-    sources: Any = {i: text for i, text in enumerate(profile.sources)}
-    for cited in sorted(set().union(*map(_days_cited, profile.sources)) - {_FBI_CHART_DATE}):
+        return written
+    sources: Any = {i: text for i, text in enumerate(written)}
+    for cited in sorted(set().union(*map(_days_cited, written)) - {_FBI_CHART_DATE}):
         if cited > on:
             sources = _day_later(cited)(sources)
+    # the later years and months a source names are said after what it says, before the FBI chart's note (which
+    # follows it): "… (2018, 2024 are after this date); the FBI chart cited here is dated …"
+    sources = {i: _years_later(sources[i], written[i], on) for i in sources}
     if on < _FBI_CHART_DATE:
         sources = _chart_later(sources)
-    return tuple(_years_later(sources[i], profile.sources[i], on) for i in range(len(profile.sources)))
+    return tuple(sources[i] for i in range(len(written)))
 
 
 # A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
-# later at the source's end. (A month of the disclosure's own year is not told apart: the year is the same.)
+# later at the source's end. A month a source names with its year ("April 2016", "Dec 2015") is a year named too; one
+# of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
+# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
 _YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+_MONTH_NAMES: Final = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_MONTH_CITED = re.compile(
+    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d-])"
+)
 
 
 def _years_later(source: str, written: str, on: date) -> str:
-    """``source`` (``written``, dated by its days) with the later years ``written`` names alone said at its end,
-    but a year one of its days, already said to be later, falls in."""
-    days_later = {d.year for d in _days_cited(written) if d > on}
-    named = {int(y) for y in _YEAR_CITED.findall(_DAY_CITED.sub("", written))}
-    later = sorted(y for y in named - days_later if y > on.year)
+    """``source`` (``written``, dated by its days) with the later years ``written`` names alone, and the later months
+    of ``on``'s own year it names, said at its end, but a year (a month) one of its days, already said to be later,
+    falls in."""
+    days_later = {d for d in _days_cited(written) if d > on}
+    undated = _DAY_CITED.sub("", written)
+    named = {int(y) for y in _YEAR_CITED.findall(undated)}
+    later = [str(y) for y in sorted(named - {d.year for d in days_later}) if y > on.year]
+    months = {
+        f"{m.group(1)} {m.group(2)}": date(
+            int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1
+        )
+        for m in _MONTH_CITED.finditer(undated)
+    }
+    later = [
+        said
+        for said, first in sorted(months.items(), key=lambda m: m[1])
+        if first.year == on.year
+        and first > on
+        and (first.year, first.month) not in {(d.year, d.month) for d in days_later}
+    ] + later
     if not later:
         return source
-    years = ", ".join(map(str, later))
-    return f"{source} ({years} {'is' if len(later) == 1 else 'are'} after this date)"
+    return f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)"
+
+
+def _month_name(word: str) -> str:
+    """The month ``word`` names in full or by its first three letters."""
+    (name,) = [m for m in _MONTH_NAMES if m.startswith(word[:3])]
+    return name

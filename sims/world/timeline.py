@@ -316,7 +316,12 @@ class Timeline:
         try:
             backup = d.scenario.person(order.target).backup or d.profile.backup
         except KeyError:  # a phone number that is nobody's account (sims.scenario's targets)
-            self._filed(order, disclose_backup(order, d.profile.name, d.profile.backup, [], account=False))
+            self._filed(
+                order,
+                disclose_backup(
+                    order, d.profile.name, d.profile.backup, [], account=False, day=d.desk.served_day(order)
+                ),
+            )
             return
         mine = f"{order.target}/"
         history = []
@@ -330,7 +335,9 @@ class Timeline:
                     {"from": m.sender, "to": m.recipient, "time": d.relay_time(at), "text": m.text}
                 )
         history.sort(key=lambda r: (r["time"], r["from"], r["text"]))
-        self._filed(order, disclose_backup(order, d.profile.name, backup, history))
+        self._filed(
+            order, disclose_backup(order, d.profile.name, backup, history, day=d.desk.served_day(order))
+        )
 
     def _disclose(self, order: LegalProcess) -> None:
         self._filed(order, self.driver.desk.serve(order))

@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
+from relaysim.relay.backup import BACKUPS
 from relaysim.relay.compliance import Disclosure
+from relaysim.relay.legal import CATEGORIES
 from relaysim.relay.profiles import (
     HISTORY,
     POLICY_FIELDS,
     PROFILES,
     Profile,
+    dated_sources,
     get_profile,
     profile_as_of,
     sources_on,
@@ -34,6 +37,7 @@ _TEXT_FIELDS = (
     "notes",
     "jurisdiction_notes",
     "assumptions",
+    "readings",
     "policy_record",
     "realtime_record",
     "response_record",
@@ -1045,7 +1049,7 @@ def test_a_source_dated_after_a_disclosures_day_says_it_is_later(name: str) -> N
             for d in later_days:
                 assert f"{d}, after this date" in said, (name, day, said)
             for year in {y for y in _YEAR.findall(written) if int(y) > day.year}:
-                later = rf"\b{year}(-\d\d-\d\d)?, after this date|\b{year}\b[^(]* after this date\)$"
+                later = rf"\b{year}(-\d\d-\d\d)?, after this date|\([^()]*\b{year}\b[^()]* after this date\)"
                 assert re.search(later, said), (name, day, year, said)
             if "chart" in written and day < CHART:
                 assert "the FBI chart cited here is dated 2021-01-07, after this date" in said
@@ -1063,7 +1067,9 @@ def test_the_2016_subpoena_scenarios_disclosures_list_signals_sources_as_of_2016
 
 def test_a_source_not_on_the_record_says_so() -> None:
     """docs/record.md lists Apple's Legal Process Guidelines, Threema's transparency report, Wickr's privacy policy and
-    reporting page, LINE's guidelines and Wire's privacy whitepaper as not on the record: their sources said nothing."""
+    reporting page, LINE's guidelines and Wire's privacy whitepaper as not on the record: their sources said nothing.
+    Nor did Wire's key-verification blog post (2017-01-16), nor the case name "In re Facebook Messenger", which the
+    record does not give (it gives the court, E.D. Cal., the year, 2018, and the facts)."""
     marked = {
         (name, s.split(",")[0].split(" (")[0])
         for name, p in PROFILES.items()
@@ -1076,6 +1082,8 @@ def test_a_source_not_on_the_record_says_so() -> None:
         ("wickr", "Wickr"),
         ("line-letter-sealing-off", "LINE Corporation"),
         ("wire", "Wire Privacy Whitepaper"),
+        ("wire", "Wire"),
+        ("whatsapp", "a federal court in E.D. Cal."),
     }, marked
     assert sum("not on the record" in s for s in get_profile("wickr").sources) == 2
 
@@ -1106,3 +1114,109 @@ def test_bes_lists_the_record_of_india_among_its_sources() -> None:
     assert any("Mumbai" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
     (india,) = [s for s in profile.sources if s.startswith("India")]
     assert "Mumbai (2012)" in india and "accepted in 2013" in india
+
+
+# --- BlackBerry's "certain metadata": the records beyond the policy's words, the project's reading ----------------
+
+
+@pytest.mark.parametrize("name", ["bbm-consumer", "bes"])
+@pytest.mark.parametrize("start", [None, "2011-06-01", "2016-05-01"])
+def test_blackberrys_certain_metadata_is_said_as_the_projects_reading(name: str, start: str | None) -> None:
+    """The reported policy's words are "location, who contacted whom and certain metadata" (John Chen, December
+    2015): the IP addresses, device info, message counts, contacts, groups and look-up log handed a 2703(d) order, a
+    search warrant and a Pakistani court's order were said as that policy, and no disclosure said that they are
+    "certain metadata" only by the project's reading; on every date, also before the report (HISTORY)."""
+    processes = ("court_order_2703d", "search_warrant", "pk_court_order")
+    for d in _serve(name, start, *processes):
+        (reading,) = [n for n in d.notes if n.startswith("Reading: ")]
+        assert "certain metadata" in reading and "the project's reading" in reading, reading
+        for category in ("ip_addresses", "device_info", "message_counts", "contacts", "group_membership"):
+            assert category in PROFILES[name].discloses[d.process.process], category
+            assert CATEGORIES[category].label in reading, (category, reading)
+        assert ("after this date" in reading) is (start is not None and "2011" in start), reading
+    profile = get_profile(name)
+    for day in (None, date(2011, 6, 1), date(2015, 11, 30), date(2016, 5, 1)):
+        readings = profile_as_of(name, day).readings
+        assert set(processes) <= set(readings), (name, day)
+    assert "location" not in profile.readings["court_order_2703d"].split("covers", 1)[1]
+
+
+def test_the_messenger_ruling_is_said_as_the_record_gives_it_and_its_name_as_the_projects_citation() -> None:
+    """The record: "in 2018 a federal court in E.D. Cal. refused DOJ's motion to hold Facebook in contempt for not
+    wiretapping Messenger voice calls". WhatsApp's source and its wiretap assumption named the case "In re Facebook
+    Messenger" as if the record did; docs/record.md was silent on it, and on Wire's key-verification blog post."""
+    for name, profile in PROFILES.items():
+        for field in (*PROFILE_TEXT_FIELDS, "sources"):
+            for text in _texts(getattr(profile, field)) if field != "sources" else profile.sources:
+                if "In re Facebook Messenger" in text:
+                    assert "E.D. Cal." in text and "2018" in text, (name, field, text)
+                    assert "the project's citation" in text.split("In re Facebook Messenger", 1)[1], (
+                        name,
+                        text,
+                    )
+    (ruling,) = [s for s in get_profile("whatsapp").sources if "Messenger" in s]
+    assert ruling.startswith("a federal court in E.D. Cal., 2018, refused DOJ's motion"), ruling
+    assert "federal court in E.D. Cal." in get_profile("whatsapp").assumptions["wiretap"]
+    record = (Path(__file__).parents[2] / "docs" / "record.md").read_text(encoding="utf-8")
+    assert "In re Facebook Messenger" in record and "key-verification-secure-conversations" in record
+
+
+@pytest.mark.parametrize(
+    ("name", "day", "said"),
+    [
+        (
+            "bbm-consumer",
+            date(2016, 3, 1),
+            "(Project Clemenza, reported in April 2016; R v. Mirarchi) (April 2016 is after this date)",
+        ),
+        ("bes", date(2015, 11, 1), "not the correspondence (Dec 2015 is after this date)"),
+        ("telegram-cloud", date(2024, 8, 15), "criminal suspect) (September 2024 is after this date)"),
+    ],
+)
+def test_a_later_month_of_the_disclosures_own_year_is_told_apart(name: str, day: date, said: str) -> None:
+    """ "April 2016" in a disclosure served on 2016-03-01 was listed as written: only a later year was told apart."""
+    assert any(said in s for s in sources_on(get_profile(name), day)), sources_on(get_profile(name), day)
+    # from the month's first day on, it is not later
+    month = {"bbm-consumer": date(2016, 4, 1), "bes": date(2015, 12, 1), "telegram-cloud": date(2024, 9, 1)}[
+        name
+    ]
+    assert not any("is after this date)" in s for s in sources_on(get_profile(name), month) if said[:20] in s)
+
+
+def test_the_later_years_of_a_source_are_said_before_the_fbi_charts_note() -> None:
+    """Telegram's §8.3 source read "…the project's assumption (2018, 2024 are after this date)": the years its own
+    words name were said after the FBI chart's note, as if of the chart."""
+    (policy,) = [s for s in sources_on(get_profile("telegram-cloud"), date(2016, 3, 1)) if "§8.3" in s]
+    assert (
+        "criminal suspect) (2018, 2024 are after this date); the FBI chart cited here is dated 2021-01-07"
+        in policy
+    )
+    assert policy.endswith("that what it shows held on this date is the project's assumption"), policy
+
+
+@pytest.mark.parametrize(
+    ("name", "start"), [("whatsapp", None), ("whatsapp", "2016-05-01"), ("imessage", "2016-05-01")]
+)
+def test_a_warrant_on_a_backups_custodian_lists_the_backups_sources_dated_as_of_service(
+    name: str, start: str | None
+) -> None:
+    """Every other disclosure ends with its profile's sources; one under a warrant on the backup's custodian listed
+    none, though its note says what the backup is (iCloud's keys, WhatsApp's end-to-end backups) on the record's
+    word."""
+    (d,) = _serve(name, start, "backup_warrant")
+    backup = BACKUPS[get_profile(name).backup]
+    assert backup.sources and d.sources, (name, d.sources)
+    if start is None:
+        assert d.sources == backup.sources
+    else:
+        assert d.sources == dated_sources(backup.sources, date.fromisoformat(start)) != backup.sources
+        assert all("after this date" in s for s in d.sources if re.search(r"20(2\d|17|18|19)", s)), d.sources
+        if name == "imessage":
+            assert any(
+                "the FBI chart cited here is dated 2021-01-07, after this date" in s for s in d.sources
+            )
+    md = d.to_markdown()
+    assert (
+        f"## Sources the backup held by {backup.custodian} cites" in md and "## Sources the profile" not in md
+    )
+    assert all(s in md for s in d.sources) and d.to_json()["sources"] == list(d.sources)
