@@ -752,7 +752,13 @@ class _Struct(_Spec):
         try:
             return self.cls.from_wire(raw)
         except ProtocolError as e:
-            raise LocalProtocolError(e.code, e.message, field=_prefixed(name, e.field)) from None
+            field = _prefixed(name, e.field)
+            message = e.message
+            if e.field and field != e.field and message.startswith(f"{e.field} "):
+                # said by its path, as its field is: "device must be from 1 to 127" did not say which
+                # envelope's ("envelopes[1].device must be ...")
+                message = f"{field}{message[len(e.field) :]}"
+            raise LocalProtocolError(e.code, message, field=field) from None
 
     def to_wire(self, value: Any) -> Any:
         return value.to_wire()

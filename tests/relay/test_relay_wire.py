@@ -1631,7 +1631,9 @@ _FRAME_ROOM: Final = wire.DEFAULT_MAX_FRAME_SIZE - 8192
 
 def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, object]]:
     """(path, value) for each way ``value`` (the wire form of a field of spec ``spec``, at ``path``) can be
-    put just out of its range (not of its type), inside structs and lists' first items too."""
+    put just out of its range (not of its type), inside structs and lists' items too: the first, and a later
+    one (``envelopes[1].device``: a list of one item sent with a second, a copy of its first), so that a
+    check that reads a list's first item alone, or names every fault ``[0]``, is caught."""
     if isinstance(spec, wire._Optional):
         return _out_of_range(spec.inner, value, path)
     if isinstance(spec, wire._UInt):
@@ -1662,6 +1664,10 @@ def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, obj
         if value:
             for p, v in _out_of_range(spec.item, value[0], f"{path}[0]"):
                 out.append((p, [v, *value[1:]]))
+        if value and spec.max_items >= 2:
+            later = value if len(value) >= 2 else [value[0], value[0]]
+            for p, v in _out_of_range(spec.item, later[1], f"{path}[1]"):
+                out.append((p, [later[0], v, *later[2:]]))
         return out
     return []
 
@@ -1758,6 +1764,29 @@ def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with
     e = _decoding_error(data)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e
     assert e.message.endswith(f"(in a {msgpack.unpackb(data[4:])['kind']!r} frame)"), e.message
+
+
+def test_the_out_of_range_cases_put_a_fault_in_a_later_item_of_every_list_too() -> None:
+    """The cases walked a list's first item alone: a fault in ``envelopes[1]`` was never sent, and a check
+    that read the first item only, or named every item's fault ``[0]``, passed. Each path through a list's
+    first item has its twin through the second (the lists that take two items: all of the requests')."""
+    cased = {(c[0].split("-", 1)[0], c[3]) for c in _OUT_OF_RANGE}
+    firsts = {(kind, path) for kind, path in cased if "[0]" in path}
+    assert firsts, cased
+    assert {(kind, path.replace("[0]", "[1]")) for kind, path in firsts} <= cased
+    assert {("send", "envelopes[1].device"), ("sealed_send", "envelopes[1].device")} <= cased
+    data, request_id, path = next(c[1:] for c in _OUT_OF_RANGE if c[0].startswith("send-envelopes[1].device"))
+    sent = msgpack.unpackb(data[4:])["envelopes"]
+    assert (
+        len(sent) >= 2 and 1 <= sent[0]["device"] <= 127
+    )  # (the first item valid: only the second at fault)
+    e = _decoding_error(data)
+    assert (e.code, e.field, e.request_id) == (
+        wire.ErrorCode.INVALID_VALUE,
+        "envelopes[1].device",
+        request_id,
+    )
+    assert "envelopes[1].device" in e.message and e.message.endswith("(in a 'send' frame)"), e.message
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
