@@ -1777,15 +1777,11 @@ def test_the_out_of_range_cases_put_a_fault_in_a_later_item_of_every_list_too() 
     assert {("send", "envelopes[1].device"), ("sealed_send", "envelopes[1].device")} <= cased
     data, request_id, path = next(c[1:] for c in _OUT_OF_RANGE if c[0].startswith("send-envelopes[1].device"))
     sent = msgpack.unpackb(data[4:])["envelopes"]
-    assert (
-        len(sent) >= 2 and 1 <= sent[0]["device"] <= 127
-    )  # (the first item valid: only the second at fault)
+    # (the first item valid: only the second at fault)
+    assert len(sent) >= 2 and 1 <= sent[0]["device"] <= 127
     e = _decoding_error(data)
-    assert (e.code, e.field, e.request_id) == (
-        wire.ErrorCode.INVALID_VALUE,
-        "envelopes[1].device",
-        request_id,
-    )
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id)
+    assert path == "envelopes[1].device"
     assert "envelopes[1].device" in e.message and e.message.endswith("(in a 'send' frame)"), e.message
 
 
