@@ -446,6 +446,11 @@ class RelayServer:
         connection_rate: Rate | None = DEFAULT_CONNECTION_RATE,
         address_of: Callable[[trio.abc.Stream], tuple[str, int] | None] = peer_address,
     ) -> None:
+        # The bounds and the words of --read-timeout and --write-timeout (_seconds): a timeout of 0, below
+        # it or NaN given here (serve's callers, a test, a benchmark) closed every connection at once, or
+        # never (a NaN deadline never falls due), where the command line refused it.
+        check_seconds("read_timeout", read_timeout)
+        check_seconds("write_timeout", write_timeout)
         self.core = core
         self.max_connections_per_address = max_connections_per_address
         self.connection_rate = connection_rate
@@ -1300,11 +1305,27 @@ def _seconds(text: str) -> float:
     if not _DECIMAL_TEXT.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{quoted(text)} is not a number of seconds (digits 0-9, a point)")
     value = float(text)
-    if not (math.isfinite(value) and 0 < value <= MAX_READ_TIMEOUT):
-        raise argparse.ArgumentTypeError(
-            f"{quoted(text)}: expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
-        )
+    if not _in_seconds_bounds(value):
+        raise argparse.ArgumentTypeError(f"{quoted(text)}: {_SECONDS_EXPECTED}")
     return value
+
+
+_SECONDS_EXPECTED: Final = f"expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
+
+
+def _in_seconds_bounds(value: float) -> bool:
+    # (an int compared as it is: math.isfinite of one past a float's range raises OverflowError)
+    return (type(value) is int or math.isfinite(value)) and 0 < value <= MAX_READ_TIMEOUT
+
+
+def check_seconds(name: str, value: object) -> None:
+    """Refuse a read or a write timeout given to :class:`RelayServer` (or :func:`serve`) out of the bounds
+    --read-timeout and --write-timeout keep, in their words (ValueError; TypeError for no number, a bool
+    too): more than 0 seconds, at most a day, not NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number of seconds, got {type(value).__name__} {quoted(value)}")
+    if not _in_seconds_bounds(value):
+        raise ValueError(f"{name} {quoted(value)}: {_SECONDS_EXPECTED}")
 
 
 _seconds.bounds = f"more than 0, at most {MAX_READ_TIMEOUT:,.0f}"  # type: ignore[attr-defined]

@@ -752,7 +752,13 @@ class _Struct(_Spec):
         try:
             return self.cls.from_wire(raw)
         except ProtocolError as e:
-            raise LocalProtocolError(e.code, e.message, field=_prefixed(name, e.field)) from None
+            field = _prefixed(name, e.field)
+            message = e.message
+            if e.field and field != e.field and message.startswith(f"{e.field} "):
+                # said by its path, as its field is: "device must be from 1 to 127" did not say which
+                # envelope's ("envelopes[1].device must be ...")
+                message = f"{field}{message[len(e.field) :]}"
+            raise LocalProtocolError(e.code, message, field=field) from None
 
     def to_wire(self, value: Any) -> Any:
         return value.to_wire()
@@ -1967,10 +1973,10 @@ CLOSED: Final = _Event.CLOSED
 
 def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
     message = e.message
-    if kind is not None and f"{kind!r} frame" not in message:
-        # Every refusal of a field of a frame of a known kind names the kind (with the field's path and
+    if kind is not None and f"{quoted(kind)} frame" not in message:
+        # Every refusal of a field of a frame whose kind is a str names the kind (with the field's path and
         # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
-        message = f"{message} (in a {kind!r} frame)"
+        message = f"{message} (in a {quoted(kind)} frame)"
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
 
 
@@ -1993,10 +1999,19 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
     except (
         Exception
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
-        if isinstance(e, UnicodeDecodeError):
-            _refuse_bad_utf8(body)
-        elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
-            _refuse_unhashable_key(body)
+        in_kind = _kind_before_fault(body)  # (each refusal below names the frame's kind, when it can)
+        try:
+            if isinstance(e, UnicodeDecodeError):
+                _refuse_bad_utf8(body)
+            elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
+                _refuse_unhashable_key(body)
+        except RemoteProtocolError as refused:
+            raise RemoteProtocolError(
+                refused.code,
+                f"{refused.message}{in_kind}",
+                field=refused.field,
+                request_id=refused.request_id,
+            ) from None
         if isinstance(e, msgpack.ExtraData):  # (msgpack says "unpack(b) received extra data.")
             reason = _follows(len(e.extra), "its first (a frame's length counts its map alone)")
             request_id = _first_value_id(body)
@@ -2004,7 +2019,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             reason, request_id = _unreadable(body, e)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
-            f"frame body is not one msgpack value: {reason}",
+            f"frame body is not one msgpack value: {reason}{in_kind}",
             request_id=request_id,
         ) from None
     if type(raw) is dict:
@@ -2681,9 +2696,36 @@ def _in_kind(root: Any) -> str:
     if type(root) is not _Pairs:
         return ""
     kinds = [v for k, v in root if type(k) is str and k == "kind"]
-    if len(kinds) != 1 or type(kinds[0]) is not str:
+    if len(kinds) != 1 or type(kinds[0]) is not str or not _is_utf8(kinds[0]):
         return ""
     return f" (in a {quoted(kinds[0])} frame)"
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` was read from valid UTF-8 (a str read with surrogateescape holds a surrogate for
+    each byte that was not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _kind_before_fault(body: bytes | bytearray) -> str:
+    """:func:`_in_kind` of a body msgpack would not unpack: its map read pair by pair, as
+    :func:`_unreadable` reads it, a str that is not UTF-8 and a key that is a map or an array read past
+    (so a ``kind`` after them is read); what cannot be read (a byte 0xc1, a body cut short, nested too
+    deep) ends the reading, and a ``kind`` after it, or in it, is not known: nothing is named
+    (docs/protocol.md, Errors). A body whose first value is no map names no kind either."""
+    unpacker = _pairs_reader(body)
+    pairs = _Pairs()
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            pairs.append((key, unpacker.unpack()))
+    except Exception:  # (OutOfData, FormatError, StackError…: where the fault is)
+        pass
+    return _in_kind(pairs)
 
 
 def _check_keys_once(body: bytes | bytearray) -> None:
@@ -2844,7 +2886,11 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
         except ProtocolError as e:
             raise _decode_error(e, request_id, kind) from None
     except ProtocolError as e:
-        raise _decode_error(e, request_id) from None
+        # A refusal of v or id names the kind too, when the body names one that is a str (an unknown
+        # kind's refusal quotes it already: "unknown kind 'x'").
+        kind = raw.get("kind")
+        named = kind if type(kind) is str and e.code is not ErrorCode.UNKNOWN_KIND else None
+        raise _decode_error(e, request_id, named) from None
 
 
 def _known_keys(raw: dict[Any, Any], cls: type[Message], path: str, dropped: list[str]) -> dict[Any, Any]:

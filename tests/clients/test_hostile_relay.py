@@ -177,7 +177,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
                 }
             )
         ],
-        "wrong_type: body must be binary data (msgpack bin), got int (in a 'deliver' frame) (at envelope.body)",
+        "wrong_type: envelope.body must be binary data (msgpack bin), got int (in a 'deliver' frame)",
     ),
     "closed with no answer": (lambda r, a: [None], "the relay closed the connection"),
     # docs/protocol.md, Errors: the fields a device does not know are read past, but what every version-1

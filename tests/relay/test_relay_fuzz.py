@@ -320,6 +320,67 @@ async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_g
     await _attack_live(lambda keys: list(_server_attacks(_seeds(keys))), caplog)
 
 
+def _pairs_body(*pairs: tuple[str, bytes]) -> bytes:
+    """A frame body: a map of (key, packed value) pairs as given (a value may be bytes msgpack refuses)."""
+    return bytes([0x80 | len(pairs)]) + b"".join(msgpack.packb(k) + v for k, v in pairs)
+
+
+def _refusals_naming_the_kind() -> list[tuple[str, bytes, int, str | None, str | None]]:
+    """(what, the frame, its id, the kind its refusal names or None, the field it names or None): the
+    refusals relay19 and relay20 made name the frame's kind. Every field of every request kind just out of
+    its range, in a list's first item and a later one (tests/relay/test_relay_wire.py's cases); a body
+    msgpack will not read (a str not UTF-8, a key that is an array, a byte 0xc1, cut short, a byte after its
+    map), a v or an id refused; and a kind that cannot be known, which none names."""
+    from tests.relay.test_relay_wire import _OUT_OF_RANGE  # (the wire's own cases, made from its specs)
+
+    cases: list[tuple[str, bytes, int, str | None, str | None]] = []
+    for case_id, data, request_id, path in _OUT_OF_RANGE:
+        kind = msgpack.unpackb(data[wire.PREFIX_SIZE :])["kind"]
+        cases.append((f"out of range: {case_id}", data, request_id, kind, path))
+    p = msgpack.packb
+    head = [("v", p(1)), ("id", p(7))]
+    envelopes = ("envelopes", p([{"device": 1, "body": b"x"}], use_bin_type=True))
+    send = [*head, ("kind", p("send"))]
+    whole = _pairs_body(*send, ("to", p("bob")), envelopes)
+    for what, body, kind, field in [
+        ("to not UTF-8", _pairs_body(*send, ("to", b"\xa3b\xffb"), envelopes), "send", "to"),
+        ("to not UTF-8, the kind after it", _pairs_body(*head, ("to", b"\xa3b\xffb"), ("kind", p("send")), envelopes), "send", "to"),
+        ("an array as a key in to", _pairs_body(*send, ("to", b"\x81\x91\x01\x02"), envelopes), "send", "to.(1,)"),
+        ("to the byte 0xc1", _pairs_body(*send, ("to", b"\xc1"), envelopes), "send", None),
+        ("cut short", whole[:-2], "send", None),
+        ("a byte after the map", whole + b"\x01", "send", None),
+        ("v 2", _pairs_body(("v", p(2)), ("id", p(7)), ("kind", p("send")), ("to", p("bob")), envelopes), "send", "v"),
+        ("v a str", _pairs_body(("v", p("1")), ("id", p(7)), ("kind", p("send")), ("to", p("bob")), envelopes), "send", "v"),
+        ("the byte 0xc1 before the kind", _pairs_body(*head, ("to", b"\xc1"), ("kind", p("send")), envelopes), None, None),
+        ("a kind not UTF-8", _pairs_body(*head, ("kind", b"\xa4se\xffd"), ("to", p("bob")), envelopes), None, "kind"),
+    ]:  # fmt: skip
+        cases.append((what, _raw_frame(body), 7, kind, field))
+    return cases
+
+
+async def test_a_live_server_names_the_kind_of_every_frame_it_refuses_and_costs_no_other_connection_anything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The refusals the last two rounds made name the frame's kind (a field out of its range, in a list's
+    later item too; a body msgpack will not read; a v or an id), sent on a live relay four connections at a
+    time while good devices exchange messages throughout: each gets its error frame, with the request's
+    id, the field by its path and the kind, "(in a 'send' frame)" (none where the kind cannot be known);
+    none is an internal error or a silent close, and the good devices lose nothing (_attack_live)."""
+    cases = {what: rest for what, *rest in _refusals_naming_the_kind()}
+    errors = await _attack_live(lambda keys: [(what, c[0], False) for what, c in cases.items()], caplog)
+    first: dict[str, wire.ErrorFrame] = {}
+    for what, error in errors:
+        first.setdefault(what, error)
+    assert set(first) == set(cases), set(cases) - set(first)
+    wrong = []
+    for what, (_data, request_id, kind, field) in cases.items():
+        e = first[what]
+        named = e.message.endswith(f" (in a {kind!r} frame)") if kind else " frame)" not in e.message
+        if not named or e.id != request_id or (field is not None and e.field != field):
+            wrong.append((what, e.id, e.field, e.message))
+    assert not wrong, wrong[:5]
+
+
 # A frame written in pieces: each piece a write of its own, the relay's reads between them.
 Pieces = tuple[bytes, ...]
 

@@ -5,6 +5,7 @@ Everything listens on 127.0.0.1 with port 0 (a free port) and is bounded in time
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import logging
@@ -809,6 +810,42 @@ def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
     err = capsys.readouterr().err
     assert f"argument {option}:" in err and says in err
     assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize("name", ["read_timeout", "write_timeout"])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0, "0"), (0.0, "0.0"), (-3, "-3"), (float("nan"), "nan"), (float("inf"), "inf"), (86_401, "86401")],
+)
+def test_the_server_refuses_a_timeout_out_of_the_command_line_s_bounds_in_its_words(
+    name: str, value: float, shown: str
+) -> None:
+    """Only --read-timeout and --write-timeout were checked: RelayServer(...) and serve() took 0, a negative
+    number or NaN (every connection closed at once, or a deadline that never falls due). Both refuse
+    them now where the server is made, before it listens, with the command line's bounds and words."""
+    words = f"{name} {shown}: expected a positive number of seconds, at most 86400 (a day)"
+    with pytest.raises(ValueError) as info:
+        RelayServer(new_core(), **{name: value})
+    assert str(info.value) == words
+    with socket.socket() as taken:  # were the value taken, serve would stop at binding, not at the value
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError) as info:
+            trio.run(partial(server_module.serve, new_core(), "127.0.0.1", port, **{name: value}))
+    assert str(info.value) == words
+    if shown not in ("nan", "inf"):  # (which the command line refuses as no number of seconds at all)
+        with pytest.raises(argparse.ArgumentTypeError) as cli:
+            server_module._seconds(shown)
+        assert str(cli.value).split(": ", 1)[1] == words.split(": ", 1)[1]  # the command line's words
+    for good in (0.001, 1, 86_400):
+        assert getattr(RelayServer(new_core(), **{name: good}), name) == good
+
+
+@pytest.mark.parametrize("value", [True, "5", None])
+def test_the_server_refuses_a_timeout_that_is_no_number(value: object) -> None:
+    with pytest.raises(TypeError, match=r"read_timeout: expected a number of seconds, got "):
+        RelayServer(new_core(), read_timeout=value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -960,6 +960,7 @@ def test_bytes_after_the_body_s_value_are_said_in_so_many_words() -> None:
         assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 9)
         assert e.message == (
             f"frame body is not one msgpack value: {said} its first (a frame's length counts its map alone)"
+            " (in a 'ping' frame)"
         )
 
 
@@ -1064,7 +1065,9 @@ def test_any_integer_v_but_1_is_an_unsupported_version(v: int) -> None:
     0 to 18446744073709551615"), as if a v of 5 were a version and one of -1 a mistake of form."""
     e = _decoding_error(_frame({**BASE, "v": v}))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.UNSUPPORTED_VERSION, "v", 9)
-    assert e.message == f"v must be 1, the only protocol version this side speaks; got {v}"
+    assert (
+        e.message == f"v must be 1, the only protocol version this side speaks; got {v} (in a 'ping' frame)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1073,7 +1076,7 @@ def test_any_integer_v_but_1_is_an_unsupported_version(v: int) -> None:
 def test_a_v_that_is_no_integer_is_of_the_wrong_type(v: object, name: str) -> None:
     e = _decoding_error(_frame({**BASE, "v": v}))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.WRONG_TYPE, "v", 9)
-    assert e.message == f"v must be an unsigned integer, got {name}"
+    assert e.message == f"v must be an unsigned integer, got {name} (in a 'ping' frame)"
 
 
 def test_a_body_that_names_no_key_twice_is_checked_without_the_places(
@@ -1201,7 +1204,9 @@ def test_a_str_not_utf8_inside_a_key_that_is_an_array_is_named_by_that_key() -> 
     # (the str in it shown by its bytes, as every other str not UTF-8 is: not by the surrogate that
     # stands for its byte where Python reads it, '\\udcff')
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "(b'\\xff',)", 5), e
-    assert e.message == "the key (b'\\xff',) of the frame holds a msgpack str that is not valid UTF-8"
+    assert e.message == (
+        "the key (b'\\xff',) of the frame holds a msgpack str that is not valid UTF-8 (in a 'ping' frame)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1262,11 +1267,11 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
     ("body", "said", "request_id"),
     [
         (_PING_HEAD + P("kind") + P("ping")[:-2], "is cut short at byte 16, the frame's length, inside the value of its key 'kind'", 7),
-        (_PING_HEAD + P("kind") + P("ping"), "is cut short at byte 18, the frame's length, at key 4 of the 4 its map's header counts", 7),
+        (_PING_HEAD + P("kind") + P("ping"), "is cut short at byte 18, the frame's length, at key 4 of the 4 its map's header counts (in a 'ping' frame)", 7),
         (b"\x83" + P("v") + P(1) + P("id") + b"\xcd\x00", "is cut short at byte 9, the frame's length, inside the value of its key 'id'", 0),
         (b"\xdb\x00\x01\x00\x00abc", "is cut short at byte 8, the frame's length", 0),
-        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
-        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 1023 + b"\x90", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x' (in a 'ping' frame)", 7),
+        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 1023 + b"\x90", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x' (in a 'ping' frame)", 7),
         (b"\x91" * 3000, "is nested deeper than 1,024 maps and arrays", 0),
         (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
         (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
@@ -1429,7 +1434,63 @@ def test_a_str_not_utf8_in_a_frame_with_bytes_after_its_map_is_said_in_the_wire_
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 5), e
     assert e.message == (
         "frame body is not one msgpack value: 1 byte follows its first (a frame's length counts its map alone)"
+        " (in a 'ping' frame)"
     )
+
+
+def _send_with_to(packed_to: bytes, *, kind: bytes = P("send"), kind_first: bool = True) -> bytes:
+    """A send frame whole whose ``to`` is the bytes ``packed_to`` (a str not UTF-8, a byte 0xc1...), its
+    kind before ``to`` or after it."""
+    pairs = [("to", packed_to), ("envelopes", P([{"device": 1, "body": b"x"}], use_bin_type=True))]
+    head = [("v", P(1)), ("id", P(7))]
+    kind_pair = [("kind", kind)]
+    return _frame(
+        _map(*head, *(kind_pair + pairs if kind_first else pairs[:1] + kind_pair + pairs[1:])), raw=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "said"),
+    [
+        (_send_with_to(b"\xa3b\xffb"), wire.ErrorCode.MALFORMED_MSGPACK, "to is a msgpack str that is not valid UTF-8"),
+        (_send_with_to(b"\xa3b\xffb", kind_first=False), wire.ErrorCode.MALFORMED_MSGPACK, "to is a msgpack str that is not valid UTF-8"),
+        (_send_with_to(b"\x81\x91\x01\x02"), wire.ErrorCode.WRONG_TYPE, "the keys of to must be strings; got the array key (1,)"),
+        (_send_with_to(b"\x81\x91\x01\x02", kind_first=False), wire.ErrorCode.WRONG_TYPE, "the keys of to must be strings; got the array key (1,)"),
+        (_send_with_to(b"\xc1"), wire.ErrorCode.MALFORMED_MSGPACK, "frame body is not one msgpack value: it holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'to'"),
+        (_send_with_to(P("bob"))[:-3], wire.ErrorCode.MALFORMED_MSGPACK, "frame body is not one msgpack value: it is cut short at byte"),
+        (_send_with_to(P("bob")) + b"\x01", wire.ErrorCode.MALFORMED_MSGPACK, "frame body is not one msgpack value: 1 byte follows its first"),
+    ],
+    ids=["utf8", "utf8-kind-after", "array-key", "array-key-kind-after", "0xc1", "cut-short", "extra"],
+)  # fmt: skip
+def test_a_refusal_of_a_body_msgpack_will_not_read_names_the_frame_s_kind(
+    data: bytes, code: wire.ErrorCode, said: str
+) -> None:
+    """The last round named the kind in every refusal of a field ("(in a 'send' frame)"), but not where
+    msgpack itself refused the body: a str not UTF-8 ("to is a msgpack str that is not valid UTF-8"), a key
+    that is an array, a byte 0xc1 in a field; the kind is read from the body's map as far as it reads."""
+    length = len(data) - 4  # (the frame's length says the body's, cut short or with a byte after it)
+    e = _decoding_error(length.to_bytes(4, "big") + data[4:])
+    assert (e.code, e.request_id) == (code, 7), e
+    assert e.message.startswith(said), e.message
+    assert e.message.endswith(" (in a 'send' frame)"), e.message
+    assert e.message.count("'send' frame") == 1, e.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _send_with_to(b"\xc1", kind_first=False),  # kind after the fault: never read
+        _send_with_to(P("bob"), kind=b"\xa4se\xffd"),  # kind is no valid str: no kind to name
+        _send_with_to(b"\xa3b\xffb", kind=b"\xa4se\xffd"),
+    ],
+    ids=["0xc1-kind-after", "kind-not-utf8", "to-and-kind-not-utf8"],
+)
+def test_a_kind_that_cannot_be_read_is_not_named(data: bytes) -> None:
+    """docs/protocol.md, Errors: a kind after a fault msgpack cannot read past (a byte 0xc1, a body cut
+    short), or a kind that is not valid UTF-8 itself, is not known: no kind is named, none guessed."""
+    e = _decoding_error(data)
+    assert e.code is wire.ErrorCode.MALFORMED_MSGPACK and e.request_id == 7, e
+    assert " frame)" not in e.message, e.message
 
 
 _NESTING_PROBE = """
@@ -1570,7 +1631,9 @@ _FRAME_ROOM: Final = wire.DEFAULT_MAX_FRAME_SIZE - 8192
 
 def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, object]]:
     """(path, value) for each way ``value`` (the wire form of a field of spec ``spec``, at ``path``) can be
-    put just out of its range (not of its type), inside structs and lists' first items too."""
+    put just out of its range (not of its type), inside structs and lists' items too: the first, and a later
+    one (``envelopes[1].device``: a list of one item sent with a second, a copy of its first), so that a
+    check that reads a list's first item alone, or names every fault ``[0]``, is caught."""
     if isinstance(spec, wire._Optional):
         return _out_of_range(spec.inner, value, path)
     if isinstance(spec, wire._UInt):
@@ -1601,6 +1664,10 @@ def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, obj
         if value:
             for p, v in _out_of_range(spec.item, value[0], f"{path}[0]"):
                 out.append((p, [v, *value[1:]]))
+        if value and spec.max_items >= 2:
+            later = value if len(value) >= 2 else [value[0], value[0]]
+            for p, v in _out_of_range(spec.item, later[1], f"{path}[1]"):
+                out.append((p, [later[0], v, *later[2:]]))
         return out
     return []
 
@@ -1697,6 +1764,25 @@ def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with
     e = _decoding_error(data)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e
     assert e.message.endswith(f"(in a {msgpack.unpackb(data[4:])['kind']!r} frame)"), e.message
+
+
+def test_the_out_of_range_cases_put_a_fault_in_a_later_item_of_every_list_too() -> None:
+    """The cases walked a list's first item alone: a fault in ``envelopes[1]`` was never sent, and a check
+    that read the first item only, or named every item's fault ``[0]``, passed. Each path through a list's
+    first item has its twin through the second (the lists that take two items: all of the requests')."""
+    cased = {(c[0].split("-", 1)[0], c[3]) for c in _OUT_OF_RANGE}
+    firsts = {(kind, path) for kind, path in cased if "[0]" in path}
+    assert firsts, cased
+    assert {(kind, path.replace("[0]", "[1]")) for kind, path in firsts} <= cased
+    assert {("send", "envelopes[1].device"), ("sealed_send", "envelopes[1].device")} <= cased
+    data, request_id, path = next(c[1:] for c in _OUT_OF_RANGE if c[0].startswith("send-envelopes[1].device"))
+    sent = msgpack.unpackb(data[4:])["envelopes"]
+    # (the first item valid: only the second at fault)
+    assert len(sent) >= 2 and 1 <= sent[0]["device"] <= 127
+    e = _decoding_error(data)
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id)
+    assert path == "envelopes[1].device"
+    assert "envelopes[1].device" in e.message and e.message.endswith("(in a 'send' frame)"), e.message
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
