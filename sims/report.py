@@ -1137,7 +1137,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     events, summary = read_run(out)
     try:
         return _render_show(events, summary, out, limit=limit, width=width, color=color)
-    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+    except _UNREAD_ERRORS as exc:
         line = first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
             f"{out}/transcript.jsonl: {f'line {line}: ' if line else ''}an event this version of "
@@ -1160,7 +1160,9 @@ def unread_reason(exc: BaseException) -> str:
     return printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-_UNREAD_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, IndexError, AttributeError)
+# what show_rows raises for an event it cannot read, as the HTML report's timeline (_TIMELINE_ERRORS): a
+# ValueError too (relay records' sizes adding up past the digits Python writes an int with)
+_UNREAD_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, IndexError, AttributeError, ValueError)
 
 
 def first_unread(

@@ -69,7 +69,7 @@ class GhostDevice(Intervention):
         self.target: str | None = None
         self.added_at: float | None = None
         self.read: dict[int, dict[str, Any]] = {}  # message id → what it read
-        self.undecryptable = 0  # what reached the ghost and did not decrypt
+        self.undecryptable = 0  # what reached the ghost and did not decrypt (no copy of what it read)
         self.refused = dict.fromkeys(A.REFUSAL_REASONS, 0)  # ... and what did, refused, by reason
         self.list_changes: list[dict[str, Any]] = []  # every device-list change any phone saw
         self.client_change = False
@@ -240,13 +240,15 @@ class GhostDevice(Intervention):
                     }
                 )
             return True
-        if isinstance(event, A.Undecryptable):
-            if event.reason in self.refused:  # it decrypted, and the ghost's agent refused it
-                self.refused[event.reason] += 1
+        if isinstance(event, A.Duplicate | A.Undecryptable):
+            if world.read_already(device.name, event):
+                return True  # a second copy of what the ghost read: dropped (a duplicate, as a person's)
+            if isinstance(event, A.Undecryptable) and event.reason in self.refused:
+                self.refused[event.reason] += 1  # it decrypted, and the ghost's agent refused it
             else:
                 self.undecryptable += 1
             return True
-        return isinstance(event, A.Duplicate)  # a second copy of what the ghost read: dropped
+        return False
 
     def finish(self) -> list[ExceptionalReport]:
         if self.device is None or self.target is None or self.added_at is None:

@@ -157,11 +157,18 @@ class GhostParticipant(Intervention):
         return [] if self.device is None else [self.device.name]
 
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
+        """What a phone reported. A member's phone seeing the ghost added is noted (the world writes it).
+        The agency's phone is a device the relay serves: what it reads is the agency's (``ghost_read``),
+        and with what it could not read the world counts and transcribes as a person's
+        (Simulation._agency_event); the rest it reports (a ``Failed`` request, an ``IdentityChanged``,
+        a group's or an account's devices changing, its login...) the world handles and writes as any
+        phone's, as it does the ghost device's (sims.access.ghost)."""
         world = self.world
-        if isinstance(event, A.GroupMembershipChanged) and self.account in event.added:
+        agency = self.device is not None and device.name == self.device.name
+        if isinstance(event, A.GroupMembershipChanged) and self.account in event.added and not agency:
             self.seen.append({"t": world.sched.now, "device": device.name, "shown_to_user": event.shown})
             return False  # the world writes it to the transcript
-        if self.device is None or device.name != self.device.name:
+        if not agency:
             return False
         if isinstance(event, A.Received):
             mid = world.envelope_message.get(event.envelope_id)
@@ -177,7 +184,7 @@ class GhostParticipant(Intervention):
                         "plaintext": text,
                     }
                 )
-        return True  # everything the agency's phone reports is the agency's
+        return isinstance(event, A.Received | A.Duplicate | A.Undecryptable)  # what it read, or could not
 
     def finish(self) -> list[ExceptionalReport]:
         if self.group is None:

@@ -261,6 +261,8 @@ class SimulationResult:
     # already is neither: ``duplicates_dropped``.
     undecryptable: int
     duplicates_dropped: int
+    # decrypted envelopes of no planned message, or a plaintext other than the one planned: every
+    # device's, the agency's too (a bug in the simulation, not a fate: they are counted delivered)
     mismatched: int
     events_run: int
     queued_at_end: int
@@ -1251,7 +1253,10 @@ class Simulation:
             self._mailbox_event(d, event)
             return
         if self._intervening and self.interventions.on_agent_event(d, event):
-            self._agency_event(box or d, event)
+            # an intervention's: its agency device's counted as a person's would be; a person's phone's
+            # (a relay's forgery it read: sims.access.identity_swap) is the intervention's alone
+            if (box or d).name in self.interventions.agency_devices():
+                self._agency_event(box or d, event)
             return
         # clients.agent's own event classes, never subclassed: the common cases first, by their exact
         # type, then the same chain as before
@@ -1391,10 +1396,13 @@ class Simulation:
     def _agency_event(self, d: SimDevice, event: A.AgentEvent) -> None:
         """A ghost device's report, its intervention's (sims.access): its envelopes counted as the people's
         are (SimulationResult.envelopes, the agency's) and transcribed as theirs, one record for each it
-        did not read: a copy of a message it read already, by the ratchet's word (``A.Duplicate``) or
-        decrypted a second time (``A.Received``, as _received counts a person's), a ``duplicate_dropped``;
-        one that did not open or opened and was refused, an ``undecryptable`` (with the ``reason`` of a
-        refusal). Its first read of each message is its intervention's (``ghost_read``), counted delivered."""
+        did not read, by the same rules (_read_already, _received), its first read of a message standing
+        for a person's delivery: a copy of a message it read already (``A.Duplicate`` or
+        ``A.Undecryptable``: _read_already) or decrypted a second time (``A.Received``), a
+        ``duplicate_dropped``; any other that did not open or opened and was refused, an ``undecryptable``
+        (with the ``reason`` of a refusal). Its first read of each message is its intervention's
+        (``ghost_read``), counted delivered; a decrypted envelope of no planned message, or a plaintext
+        other than the one planned, is counted ``mismatched``, as a person's is."""
         if not isinstance(event, A.Received | A.Duplicate | A.Undecryptable):
             return
         mid = self.envelope_message.get(event.envelope_id)
@@ -1405,32 +1413,44 @@ class Simulation:
             "message": mid,
         }
         if isinstance(event, A.Received):
-            if mid is None or (d.name, mid) not in self._agency_read:
-                if mid is not None:
-                    self._agency_read.add((d.name, mid))
+            state = self.messages.get(mid) if mid is not None else None
+            if state is None:  # as _received counts a person's: a bug in the simulation
+                self.mismatched += 1
+                return
+            if (d.name, state.planned.id) not in self._agency_read:
+                if event.plaintext != state.planned.text.encode():
+                    self.mismatched += 1
+                self._agency_read.add((d.name, state.planned.id))
                 return
             self._outcome(d, 0)  # read again: acknowledged, and counted as a duplicate
-        elif isinstance(event, A.Duplicate):
+        elif self._read_already(d, event, mid):
             self._outcome(d, 0)
         else:
             record["kind"] = "undecryptable"
-            if event.reason in REFUSAL_REASONS:
+            if isinstance(event, A.Undecryptable) and event.reason in REFUSAL_REASONS:
                 record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
                 self._outcome(d, 1)
             else:
                 self._outcome(d, 2)
         self.emit(record)
 
+    def read_already(self, device: str, event: A.Duplicate | A.Undecryptable) -> bool:
+        """Whether the envelope the phone ``device`` could not read carried what it had read already, so is
+        counted as a duplicate dropped (_read_already): for an intervention counting its own device's."""
+        d = self.devices.get(device) or self.added_devices[device]
+        return self._read_already(d, event, self.envelope_message.get(event.envelope_id))
+
     def _read_already(self, d: SimDevice, event: A.Duplicate | A.Undecryptable, mid: int | None) -> bool:
         """Whether an envelope ``d`` could not read carried what it had read already, so is counted as a
-        duplicate dropped: as the world knows it for a planned message (``d`` read it) or a receipt or
-        cover message (the relay accepted it more than once), whatever the device made of it (a copy on
-        a receiving chain it no longer holds is ``A.Undecryptable``; a message whose skipped key it
-        dropped, never read, is ``A.Duplicate``); for any other envelope (a sender key handout, a sync
-        copy, an intervention's), as the device reports it (``A.Duplicate``: by its header, a copy of a
-        message it read). sims/live.py counts the same way."""
+        duplicate dropped: as the world knows it for a planned message (``d`` read it: a person's device
+        delivered it, an agency's read it first, _agency_event) or a receipt or cover message (the relay
+        accepted it more than once), whatever the device made of it (a copy on a receiving chain it no
+        longer holds is ``A.Undecryptable``; a message whose skipped key it dropped, never read, is
+        ``A.Duplicate``); for any other envelope (a sender key handout, a sync copy, an intervention's),
+        as the device reports it (``A.Duplicate``: by its header, a copy of a message it read).
+        sims/live.py counts the same way."""
         if mid is not None:
-            return d.name in self.messages[mid].delivered
+            return d.name in self.messages[mid].delivered or (d.name, mid) in self._agency_read
         control = self._control_copies.get(event.envelope_id)
         if control is not None:
             return self._control_accepted.get(control, 0) > 1

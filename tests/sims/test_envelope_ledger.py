@@ -669,3 +669,99 @@ def test_a_live_run_that_settles_says_its_wait_did_not_run_out(tmp_path: Path) -
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["live"]["drain_ran_out"] is None
     assert summary["envelopes"]["people"]["unread"] == 0
+
+
+class _Alike(Simulation):
+    """A run in which one device, the agency's (``who`` "ghost": ghost-device's omar/2) or a person's
+    ("person"), reports of the first planned message it decrypts what its agent could report instead
+    (``how``): "undecryptable_after_read" or "refused_after_read" (it read it, then a copy of it did not
+    open, or opened and was refused: a copy on a receiving chain it no longer holds), "duplicate_unread"
+    (``A.Duplicate`` for it, never read: a message whose skipped key it dropped), "no_planned_message"
+    (it read it, then decrypted an envelope of no planned message) or "other_text" (it read another
+    plaintext than the one planned). ``hit``: the device and the message."""
+
+    who = "ghost"
+    how = "undecryptable_after_read"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hit: list[tuple[str, int]] = []
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        mid = self.envelope_message.get(event.envelope_id) if type(event) is A.Received else None
+        agency = self._intervening and d.name in self.interventions.agency_devices()
+        if self.hit or mid is None or agency != (self.who == "ghost"):
+            super()._agent_event(d, event, box)
+            return
+        assert isinstance(event, A.Received)
+        self.hit.append((d.name, mid))
+        if self.how == "duplicate_unread":
+            super()._agent_event(d, A.Duplicate(event.envelope_id, event.sealed), box)
+            return
+        if self.how == "other_text":
+            super()._agent_event(d, dataclasses.replace(event, plaintext=b"not what was written"), box)
+            return
+        super()._agent_event(d, event, box)
+        if self.how == "no_planned_message":
+            super()._agent_event(d, dataclasses.replace(event, envelope_id=b"\x00" * 16), box)
+            return
+        reason = A.UNTRUSTED_IDENTITY if self.how == "refused_after_read" else A.DECRYPTION_FAILED
+        super()._agent_event(d, A.Undecryptable(event.envelope_id, event.sealed, reason), box)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "undecryptable_after_read",
+        "refused_after_read",
+        "duplicate_unread",
+        "no_planned_message",
+        "other_text",
+    ],
+)
+@pytest.mark.parametrize("who", ["ghost", "person"])
+def test_the_agency_s_device_counts_what_it_could_not_read_as_a_person_s_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, who: str, how: str
+) -> None:
+    """Simulation._agency_event counted a ghost's ``Undecryptable`` for a message it had read already as
+    undecryptable (or refused), where _read_already counts a person's as a duplicate dropped; its
+    ``A.Duplicate`` for a message it never read as a duplicate, where a person's is undecryptable; and
+    its ``Received`` of an envelope of no planned message, or of another plaintext than the one
+    planned, nowhere, where _received counts a person's ``mismatched``. Now each is counted alike, the
+    same record in the transcript, and ghost-device.json's counts agree with the ledger's."""
+    made: list[_Alike] = []
+
+    def simulation(*args: Any, **kwargs: Any) -> _Alike:
+        made.append(type("Sim", (_Alike,), {"who": who, "how": how})(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(report, "Simulation", simulation)
+    result, _ = run_to_dir(resolve_scenario("ghost-device"), tmp_path)
+    ((device, mid),) = made[0].hit
+    assert (device == "omar/2") == (who == "ghost"), device
+    env = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["envelopes"]
+    lines = (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    unread = [e for e in map(json.loads, lines) if e["kind"] in ("undecryptable", "duplicate_dropped")]
+    mine = [(e["kind"], e["message"], e.get("reason")) for e in unread if e["device"] == device]
+    expected = {
+        "undecryptable_after_read": [("duplicate_dropped", mid, None)],
+        "refused_after_read": [("duplicate_dropped", mid, None)],
+        "duplicate_unread": [("undecryptable", mid, None)],
+    }.get(how, [])
+    assert mine == expected, mine
+    assert result.mismatched == (how in ("no_planned_message", "other_text")), result.mismatched
+    for party in ("people", "agency"):
+        row = env[party]
+        records = [e for e in unread if (e["device"] == "omar/2") == (party == "agency")]
+        assert sum(e["kind"] == "duplicate_dropped" for e in records) == row["duplicates_dropped"], (
+            party,
+            row,
+        )
+        assert sum("reason" in e for e in records) == row["refused"], (party, row)
+        assert (
+            sum(e["kind"] == "undecryptable" and "reason" not in e for e in records) == row["undecryptable"]
+        )
+        assert sum(row[k] for k in _PARTS) == row["sent"], (party, row)
+    ghost = json.loads((tmp_path / "exceptional" / "ghost-device.json").read_text(encoding="utf-8"))
+    assert ghost["undecryptable"] == env["agency"]["undecryptable"], (ghost["undecryptable"], env)
+    assert sum(ghost["refused"].values()) == env["agency"]["refused"], (ghost["refused"], env)

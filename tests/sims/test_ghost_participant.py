@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from relaysim.clients import agent as A
+from relaysim.clients.identity import IdentityChanged
 from relaysim.relay.profiles import get_profile, profile_as_of
 from relaysim.sims.cli import main
 from relaysim.sims.scenario import (
@@ -21,7 +23,7 @@ from relaysim.sims.scenario import (
     parse_scenario,
     resolve_scenario,
 )
-from relaysim.sims.world.simulation import Simulation
+from relaysim.sims.world.simulation import SimDevice, Simulation
 
 
 def _run(
@@ -145,3 +147,54 @@ def test_a_signal_run_before_groups_v2_reads_signals_groups_as_they_were(
         assert "announced 2019-12-09, after this date" in data["group_source"], data["group_source"]
         assert "'anything about a user's groups" in data["group_source"], data["group_source"]
         assert "after this date" in report.markdown and "groups v2" not in data["refused"]
+
+
+class _AgencyReports(Simulation):
+    """A run in which the agency's phone, right after it reads its first planned message, reports what
+    any phone's agent can: a request the relay refused (``A.Failed``) and a contact's identity key that
+    changed (``IdentityChanged``). ``phone``: the agency's phone."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.phone: str | None = None
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        super()._agent_event(d, event, box)
+        if (
+            self.phone is None
+            and type(event) is A.Received
+            and self.envelope_message.get(event.envelope_id) is not None
+            and d.name in self.interventions.agency_devices()
+        ):
+            self.phone = d.name
+            super()._agent_event(d, A.Failed(None, "rate_limited", "too many requests"), box)
+            changed = IdentityChanged(event.sender, b"\x01" * 32, b"\x02" * 32, "message", True, False)
+            super()._agent_event(d, changed, box)
+            if event.group is not None:  # it sees itself in the group's list, as a member's phone would
+                account = d.name.split("/")[0]
+                super()._agent_event(d, A.GroupMembershipChanged(event.group, (account,), (), 9, True), box)
+
+
+@pytest.mark.parametrize("name", ["ghost-participant", "ghost-device"])
+def test_what_the_agency_s_phone_reports_is_in_the_transcript_as_any_phone_s(name: str) -> None:
+    """GhostParticipant.on_agent_event took every event of the agency's phone as its own, so the world
+    wrote none of them: a request the relay refused left no ``failure`` record, a changed identity key
+    no ``identity_changed``, where the ghost device's (sims.access.ghost) and every person's phone have
+    them. The agency's phone is a device the relay serves: its records are in the transcript, as the
+    ghost device's are; what it reads stays the agency's (``ghost_read``)."""
+    events: list[dict[str, Any]] = []
+    sim = _AgencyReports(resolve_scenario(name), transcript=events.append)
+    result = sim.run()
+    phone = sim.phone
+    assert phone is not None
+    failures = [e for e in events if e["kind"] == "failure" and e["device"] == phone]
+    assert [(e["code"], e["message"]) for e in failures] == [("rate_limited", "too many requests")], failures
+    changed = [e for e in events if e["kind"] == "identity_changed" and e["device"] == phone]
+    assert len(changed) == 1 and changed[0]["accepted"] is True, changed
+    assert [e["device"] for e in events if e["kind"] == "ghost_read"] == [phone] * 3
+    if name == "ghost-participant":  # its own view of the list is written, and is no member noticing
+        seen = [e for e in events if e["kind"] == "group_membership_changed" and e["device"] == phone]
+        assert len(seen) == 1, seen
+        (data,) = [r.data for r in result.exceptional if r.name == "ghost-participant"]
+        assert phone not in [s["device"] for s in data["saw_it_added"]], data["saw_it_added"]
+        assert phone not in data["noticed_by"], data["noticed_by"]

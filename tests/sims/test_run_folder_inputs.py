@@ -1947,6 +1947,30 @@ def test_show_s_error_gives_the_whole_reason_and_the_line(
     assert f"{transcript}: line 4: an event this version of relaysim does not read ({reason})" in err, err
 
 
+def test_show_names_the_line_of_an_event_whose_numbers_it_cannot_write(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message_accepted whose relay records' sizes add up past the 4,300 digits Python writes an int
+    with (each as long as json.loads reads one) made show_rows raise ValueError, which render_show did
+    not catch, unlike the HTML timeline: an internal error (exit 1). It is the error naming the line,
+    with the reason, as for a size that is a string."""
+    run = copy_of(tf_run, tmp_path)
+    big = int("9" * 4300)
+    event = {
+        "kind": "message_accepted",
+        "t": 1,
+        "message": 1,
+        "plaintext": "hi",
+        "relay": [{"account": "amira", "size": big}, {"account": "amira", "size": big}],
+    }
+    transcript = _with_event(run, event)
+    assert main(["show", str(run)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "internal error" not in err, err
+    assert f"{transcript}: line 4: an event this version of relaysim does not read (ValueError: " in err, err
+    assert "integer string conversion" in err and "missing or malformed" in err, err
+
+
 def test_an_error_s_reason_is_bounded_and_shown_not_run() -> None:
     from relaysim.sims.report import MAX_REASON, unread_reason
 
