@@ -1759,12 +1759,16 @@ _TEXT_FIELDS: Final = (
     "policy_name",
     "policy_later",
 )
+# The design's texts (Profile: its sources for the identity model and the groups, said in the ghost's reports), as
+# of a run's date (design changes, HISTORY's own: WhatsApp's multi-device, Signal's groups v2): a day they cite, a year
+# they name alone, or a month with its year, after the run's date, they say is later, by a design change of its own
+# (a run set before Wire's key-verification post, 2017-01-16, says so).
+_DESIGN_TEXT_FIELDS: Final = ("identity_model_source", "group_source")
 # The fields of Profile holding text that are not dated by the rewrite of a dated source (tests/sims/test_record_dates.py
-# holds every text field of Profile to be in _TEXT_FIELDS or here): names and keys, which cite nothing; the sources
-# (the profile's bibliography, listed in every disclosure under "Sources" and dated there by ``sources_on``, not by a
-# change to the record); the design's sources, said as of the run's date by a design
-# change (HISTORY: WhatsApp's multi-device); and the first days (``since``, ``defences_since``), which refuse a run or
-# a defence set before them instead.
+# holds every text field of Profile to be in _TEXT_FIELDS, _DESIGN_TEXT_FIELDS or here): names and keys, which cite
+# nothing; the sources (the profile's bibliography, listed in every disclosure under "Sources" and dated there by
+# ``sources_on``, not by a change to the record); and the first days (``since``, ``defences_since``), which refuse a
+# run or a defence set before them instead.
 _UNDATED_TEXT_FIELDS: Final = (
     "name",
     "title",
@@ -1776,8 +1780,6 @@ _UNDATED_TEXT_FIELDS: Final = (
     "lookup_log_hosts",
     "lookback",
     "sources",
-    "identity_model_source",
-    "group_source",
     "defences_since",
     "since",
 )
@@ -1853,7 +1855,15 @@ def _citation_of(day: date, values: list[Any]) -> str:
     return ""
 
 
-def _day_dated(day: date, values: list[Any]) -> Change:
+def _day_dated(day: date, values: list[Any], design: bool = False) -> Change:
+    if design:
+        return Change(
+            day,
+            "a source this profile's design texts cite by its day is dated this day; before it, a run set before it "
+            "says, in each design text citing it, that it is after the run's date",
+            _citation_of(day, values),
+            {f: _day_later(day) for f in _DESIGN_TEXT_FIELDS},
+        )
     return Change(
         day,
         "a source this profile's texts cite by its day is dated this day; before it, each text citing it says it is "
@@ -1970,20 +1980,21 @@ def _naming_of(said: str, values: list[Any]) -> str:
     return ""
 
 
-def _named_dated(said: str, values: list[Any]) -> Change:
+def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
+    texts = "design texts" if design else "texts"
     kind = (
-        "month this profile's texts name with its year"
+        f"month this profile's {texts} name with its year"
         if _MONTH_CITED.fullmatch(said)
-        else "year this profile's texts name alone"
+        else f"year this profile's {texts} name alone"
     )
     return Change(
         _named_first(said),
-        f"a {kind}, {said}, begins this day; before it, each text naming it says it is after the disclosure's date "
-        "(the record gives no day: the first day is the date)",
+        f"a {kind}, {said}, begins this day; before it, each text naming it says it is after the "
+        f"{'run' if design else 'disclosure'}'s date (the record gives no day: the first day is the date)",
         _naming_of(said, values),
-        {f: _named_later(said) for f in _TEXT_FIELDS},
-        policy=True,
-        record=True,
+        {f: _named_later(said) for f in (_DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS)},
+        policy=not design,
+        record=not design,
     )
 
 
@@ -1992,10 +2003,16 @@ def _dated_sources(name: str) -> list[Change]:
     the FBI chart (cited by its name), each day cited (``_DAY_CITED``) but the chart's, and but a day of
     ``_HISTORY``'s own (whose texts before it say it is later themselves), and each year named alone, or month
     named with its year, that some text does not say is later itself (``_named_later``), but one whose first day is
-    a day of ``_HISTORY``'s own."""
+    a day of ``_HISTORY``'s own. The same for the design's texts (``_DESIGN_TEXT_FIELDS``), by design changes: a
+    run set before a day they cite says it is later, from the run's start (Wire's key-verification post)."""
+    return [*_dated_in(name, design=False), *_dated_in(name, design=True)]
+
+
+def _dated_in(name: str, design: bool) -> list[Change]:
     own = _HISTORY.get(name, ())
-    values = [getattr(PROFILES[name], f) for f in _TEXT_FIELDS]
-    values += [c.before[f] for c in own for f in _TEXT_FIELDS if f in c.before and not callable(c.before[f])]
+    fields = _DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS
+    values = [getattr(PROFILES[name], f) for f in fields]
+    values += [c.before[f] for c in own for f in fields if f in c.before and not callable(c.before[f])]
     days = set().union(*map(_days_cited, values)) - {c.effective for c in own} - {_FBI_CHART_DATE}
     named = {
         n
@@ -2007,9 +2024,9 @@ def _dated_sources(name: str) -> list[Change]:
         and any(_named_later(n)(v) != v for v in values)
     }
     return [
-        *([_chart_dated()] if any(map(_cites_chart, values)) else []),
-        *(_day_dated(d, values) for d in days),
-        *(_named_dated(n, values) for n in sorted(named, key=_named_first)),
+        *([_chart_dated()] if not design and any(map(_cites_chart, values)) else []),
+        *(_day_dated(d, values, design) for d in days),
+        *(_named_dated(n, values, design) for n in sorted(named, key=_named_first)),
     ]
 
 

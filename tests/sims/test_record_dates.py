@@ -769,9 +769,14 @@ def test_every_text_field_of_profile_is_dated_or_listed_as_not() -> None:
 
     text = {f.name for f in dataclasses.fields(Profile) if "str" in str(f.type)}
     dated, undated = set(profiles._TEXT_FIELDS), set(profiles._UNDATED_TEXT_FIELDS)
-    assert not dated & undated, dated & undated
-    assert text == dated | undated, (text - dated - undated, (dated | undated) - text)
+    design = set(profiles._DESIGN_TEXT_FIELDS)  # dated as of the run's date, by design changes
+    assert not dated & undated and not design & (dated | undated), (dated & undated, design)
+    assert text == dated | undated | design, (
+        text - dated - undated - design,
+        (dated | undated | design) - text,
+    )
     assert dated <= set(POLICY_FIELDS), dated - set(POLICY_FIELDS)
+    assert not design & set(POLICY_FIELDS), design & set(POLICY_FIELDS)
     assert "realtime_inferred" in dated
 
 
@@ -1284,3 +1289,44 @@ def test_telegrams_2018_policy_is_said_later_in_a_disclosure_of_2018_before_augu
     assert "(August 2018, 2024 are after this date)" in policy, policy
     (policy,) = [s for s in sources_on(get_profile("telegram-cloud"), date(2018, 9, 1)) if "§8.3" in s]
     assert "August 2018" in policy and "(2024 is after this date)" in policy, policy
+
+
+# --- 30. the design's texts: dated as of the run's date -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_before_a_day_a_design_text_cites_it_says_it_is_later_from_the_runs_start(name: str) -> None:
+    """Wire's identity_model_source cites its key-verification post, 2017-01-16, and no design change covered it: a
+    Wire run set in 2016 cited it as written. A design text says a later day, or a later year it names alone, is
+    after the run's date, for the whole run (an order served after it does not change the design)."""
+    design = ("identity_model_source", "group_source")
+    cited = {date.fromisoformat(m) for f in design for m in _DAY.findall(getattr(get_profile(name), f))}
+    # a design change of the profile's own says, in its texts before it, that its day is later in its own words
+    # (Signal's groups v2, WhatsApp's multi-device: tested above)
+    own = {
+        c.effective
+        for c in HISTORY.get(name, ())
+        for f in design
+        if f in c.before and not callable(c.before[f])
+    }
+    for day in sorted({date(2013, 1, 7), date(2016, 5, 1), date(2020, 6, 1), *cited}):
+        if get_profile(name).not_yet(day) is not None:
+            continue
+        for served in (None, date(2025, 1, 1)):
+            profile = profile_as_of(name, day, served=served)
+            for f in design:
+                text = getattr(profile, f)
+                for later in {m for m in _DAY.findall(text) if day < date.fromisoformat(m) not in own}:
+                    assert f"{later}, after this date" in text, (name, day, f, text)
+                for year in {y for y in _YEAR.findall(_DAY.sub("", text)) if int(y) > day.year}:
+                    later = (
+                        rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
+                        rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                    )
+                    assert re.search(later, text), (name, day, f, year, text)
+
+
+def test_a_wire_run_before_its_key_verification_post_says_it_is_later() -> None:
+    before = profile_as_of("wire", date(2016, 5, 1), served=date(2018, 1, 1)).identity_model_source
+    assert "key-verification-secure-conversations, 2017-01-16, after this date)" in before, before
+    assert "after this date" not in profile_as_of("wire", date(2017, 1, 16)).identity_model_source
