@@ -1941,8 +1941,8 @@ def _named_later(said: str) -> Any:
     its end that it is after this date, unless it says so already (``_day_later``, for a day)."""
     year = f"{_named_first(said).year}"
     chart = f"; {_CHART_LATER}"
-    # "2018, after this date", "2018-10-29, after this date", "of 2021 (Santa Clara County search warrant) is after this date"
-    # "August 2018 (after this date)"
+    # "2018, after this date", "2018-10-29, after this date", "August 2018 (after this date)", "its response of 2021
+    # (Santa Clara County search warrant) is after this date"
     said_itself = re.compile(
         rf"\b{year}(?:-\d\d-\d\d)?(?: \([^()]*\))?,? (?:is )?after this date|\b{year} \(after this date"
     )
@@ -2279,8 +2279,6 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
 }
 
 
-# Every provider whose profile cites a dated source (the FBI chart, or a day), today or as it was: its texts are dated
-# by the source's date.
 def _dating(name: str) -> tuple[Change, ...]:
     """Profile ``name``'s changes (``_HISTORY``'s and ``_dated_sources``), but a year or a month named that dates
     nothing: each text naming it is, before it, one a change of ``_HISTORY``'s own says is later itself (BES's
@@ -2313,6 +2311,8 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
     return replace(profile, as_of=day)
 
 
+# Every provider whose profile cites a dated source (the FBI chart, a day, a year or a month), today or as it was: its
+# texts are dated by the source's date.
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     name: changes for name in PROFILES if (changes := _dating(name))
 }
