@@ -514,6 +514,12 @@ class ComplianceDesk:
     # --- serving ---------------------------------------------------------------------------
 
     def serve(self, process: LegalProcess) -> Disclosure:
+        if process.process == "backup_warrant":  # (the timeline serves it on the custodian: relay/backup.py)
+            raise ValueError(
+                f"legal process {process.name!r}: a search warrant on the backup custodian is served on the "
+                "custodian of the target's device backups (relay/backup.py, disclose_backup), not on the relay's "
+                "operator, whose desk this is"
+            )
         if self.profile.as_of is not None:  # a run set on a date: no order under a law made after its day
             why = process.instrument.not_yet(self.day_of(process.served))
             if why is not None:

@@ -51,7 +51,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
@@ -966,7 +966,8 @@ TELEGRAM_CLOUD = Profile(
     ),
     sources=(
         "telegram.org/privacy §8.3 (IP address and phone number: 2018 to August 2024 only for confirmed terror "
-        "suspects, the FBI chart's wording; from September 2024 to a valid order from judicial authorities naming "
+        "suspects, the FBI chart's wording (the policy of August 2018: the month is the project's citation, the record "
+        "gives the year); from September 2024 to a valid order from judicial authorities naming "
         "the user as a criminal suspect)",
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
@@ -1758,12 +1759,16 @@ _TEXT_FIELDS: Final = (
     "policy_name",
     "policy_later",
 )
+# The design's texts (Profile: its sources for the identity model and the groups, said in the ghost's reports), as
+# of a run's date (design changes, HISTORY's own: WhatsApp's multi-device, Signal's groups v2): a day they cite, a year
+# they name alone, or a month with its year, after the run's date, they say is later, by a design change of its own
+# (a run set before Wire's key-verification post, 2017-01-16, says so).
+_DESIGN_TEXT_FIELDS: Final = ("identity_model_source", "group_source")
 # The fields of Profile holding text that are not dated by the rewrite of a dated source (tests/sims/test_record_dates.py
-# holds every text field of Profile to be in _TEXT_FIELDS or here): names and keys, which cite nothing; the sources
-# (the profile's bibliography, listed in every disclosure under "Sources" and dated there by ``sources_on``, not by a
-# change to the record); the design's sources, said as of the run's date by a design
-# change (HISTORY: WhatsApp's multi-device); and the first days (``since``, ``defences_since``), which refuse a run or
-# a defence set before them instead.
+# holds every text field of Profile to be in _TEXT_FIELDS, _DESIGN_TEXT_FIELDS or here): names and keys, which cite
+# nothing; the sources (the profile's bibliography, listed in every disclosure under "Sources" and dated there by
+# ``sources_on``, not by a change to the record); and the first days (``since``, ``defences_since``), which refuse a
+# run or a defence set before them instead.
 _UNDATED_TEXT_FIELDS: Final = (
     "name",
     "title",
@@ -1775,8 +1780,6 @@ _UNDATED_TEXT_FIELDS: Final = (
     "lookup_log_hosts",
     "lookback",
     "sources",
-    "identity_model_source",
-    "group_source",
     "defences_since",
     "since",
 )
@@ -1852,7 +1855,15 @@ def _citation_of(day: date, values: list[Any]) -> str:
     return ""
 
 
-def _day_dated(day: date, values: list[Any]) -> Change:
+def _day_dated(day: date, values: list[Any], design: bool = False) -> Change:
+    if design:
+        return Change(
+            day,
+            "a source this profile's design texts cite by its day is dated this day; before it, a run set before it "
+            "says, in each design text citing it, that it is after the run's date",
+            _citation_of(day, values),
+            {f: _day_later(day) for f in _DESIGN_TEXT_FIELDS},
+        )
     return Change(
         day,
         "a source this profile's texts cite by its day is dated this day; before it, each text citing it says it is "
@@ -1864,17 +1875,158 @@ def _day_dated(day: date, values: list[Any]) -> Change:
     )
 
 
+# A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
+# later at the source's end. A month a source names with its year ("April 2016", "Dec 2015") is a year named too; one
+# of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
+# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
+_YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+_MONTH_NAMES: Final = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_MONTH_CITED = re.compile(
+    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d-])"
+)
+
+
+def _month_name(word: str) -> str:
+    """The month ``word`` names in full or by its first three letters."""
+    (name,) = [m for m in _MONTH_NAMES if m.startswith(word[:3])]
+    return name
+
+
+# A year a text names alone, or a month it names with its year ("in 2018 a federal court", "before September 2024"):
+# before its first day each text naming it says so at its end, as a source does (``_years_later``): "(2018 is after
+# this date)", before the FBI chart's note where it has one. A month is not said where its year is, nor a year (a month)
+# where the text says so itself ("2018, after this date", "December 2015, after this date"), or says a day of that year
+# is later ("2018-10-29, after this date"). One change to the record per year or month named (HISTORY).
+_CHART_YEAR = re.compile(rf"\bchart \({_FBI_CHART_DATE.year}\)")
+_LATER_SAID = re.compile(r" \(([^()]*) (?:is|are) after this date\)$")
+
+
+def _named_first(said: str) -> date:
+    """The first day of ``said``, a year ("2018") or a month with its year ("August 2018", "Dec 2015")."""
+    if (m := _MONTH_CITED.fullmatch(said)) is not None:
+        return date(int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1)
+    return date(int(said), 1, 1)
+
+
+def _named_alone(value: Any) -> set[str]:
+    """The years ``value`` (a text, or texts by key) names alone, and the months it names with their years."""
+    if isinstance(value, Mapping):
+        return {n for v in value.values() for n in _named_alone(v)}
+    if not isinstance(value, str):
+        return set()
+    # "the FBI chart (2021)": the chart's own note says it is later (``_chart_later``)
+    undated = _CHART_YEAR.sub("", _DAY_CITED.sub("", value))
+    return set(_YEAR_CITED.findall(undated)) | {m.group() for m in _MONTH_CITED.finditer(undated)}
+
+
+def _is_named(said: str) -> bool:
+    return bool(_YEAR_CITED.fullmatch(said) or _MONTH_CITED.fullmatch(said))
+
+
+def _named_later(said: str) -> Any:
+    """The rewrite of texts as said before ``said`` (a year, or a month with its year) begins: each naming it says at
+    its end that it is after this date, unless it says so already (``_day_later``, for a day)."""
+    year = f"{_named_first(said).year}"
+    chart = f"; {_CHART_LATER}"
+    # "2018, after this date", "2018-10-29, after this date", "August 2018 (after this date)", "its response of 2021
+    # (Santa Clara County search warrant) is after this date"
+    said_itself = re.compile(
+        rf"\b{year}(?:-\d\d-\d\d)?(?: \([^()]*\))?,? (?:is )?after this date|\b{year} \(after this date"
+    )
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: rewrite(v) for k, v in value.items()}
+        if not isinstance(value, str):
+            return value
+        head, tail = (value[: -len(chart)], chart) if value.endswith(chart) else (value, "")
+        group = _LATER_SAID.search(head)
+        named = [n.strip() for n in group.group(1).split(",")] if group else []
+        if group is None or not all(map(_is_named, named)):
+            body, named = head, []
+        else:
+            body = head[: group.start()]
+        if said not in _named_alone(body) or said_itself.search(body) or year in named or said in named:
+            return value
+        if said == year:  # the year says its months
+            named = [n for n in named if _named_first(n).year != int(year)]
+        named = sorted({*named, said}, key=_named_first)
+        return f"{body} ({', '.join(named)} {'is' if len(named) == 1 else 'are'} after this date){tail}"
+
+    return rewrite
+
+
+def _naming_of(said: str, values: list[Any]) -> str:
+    """The first text in ``values`` (texts, or texts by key) naming ``said`` alone, as the source of its change."""
+    for value in values:
+        if isinstance(value, Mapping):
+            if found := _naming_of(said, list(value.values())):
+                return found
+        elif isinstance(value, str) and said in _named_alone(value):
+            return value
+    return ""
+
+
+def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
+    texts = "design texts" if design else "texts"
+    kind = (
+        f"month this profile's {texts} name with its year"
+        if _MONTH_CITED.fullmatch(said)
+        else f"year this profile's {texts} name alone"
+    )
+    return Change(
+        _named_first(said),
+        f"a {kind}, {said}, begins this day; before it, each text naming it says it is after the "
+        f"{'run' if design else 'disclosure'}'s date (the record gives no day: the first day is the date)",
+        _naming_of(said, values),
+        {f: _named_later(said) for f in (_DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS)},
+        policy=not design,
+        record=not design,
+    )
+
+
 def _dated_sources(name: str) -> list[Change]:
     """The changes to the record of profile ``name`` that its texts cite, today or as they were (``_HISTORY``):
-    the FBI chart (cited by its name), and each day cited (``_DAY_CITED``) but the chart's, and but a day of
-    ``_HISTORY``'s own (whose texts before it say it is later themselves)."""
+    the FBI chart (cited by its name), each day cited (``_DAY_CITED``) but the chart's, and but a day of
+    ``_HISTORY``'s own (whose texts before it say it is later themselves), and each year named alone, or month
+    named with its year, that some text does not say is later itself (``_named_later``), but one whose first day is
+    a day of ``_HISTORY``'s own. The same for the design's texts (``_DESIGN_TEXT_FIELDS``), by design changes: a
+    run set before a day they cite says it is later, from the run's start (Wire's key-verification post)."""
+    return [*_dated_in(name, design=False), *_dated_in(name, design=True)]
+
+
+def _dated_in(name: str, design: bool) -> list[Change]:
     own = _HISTORY.get(name, ())
-    values = [getattr(PROFILES[name], f) for f in _TEXT_FIELDS]
-    values += [c.before[f] for c in own for f in _TEXT_FIELDS if f in c.before and not callable(c.before[f])]
+    fields = _DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS
+    values = [getattr(PROFILES[name], f) for f in fields]
+    values += [c.before[f] for c in own for f in fields if f in c.before and not callable(c.before[f])]
     days = set().union(*map(_days_cited, values)) - {c.effective for c in own} - {_FBI_CHART_DATE}
+    named = {
+        n
+        for v in values
+        for n in _named_alone(v)
+        if _named_first(n) not in {c.effective for c in own}
+        # a year before the provider existed dates nothing
+        and PROFILES[name].not_yet(_named_first(n) - timedelta(days=1)) is None
+        and any(_named_later(n)(v) != v for v in values)
+    }
     return [
-        *([_chart_dated()] if any(map(_cites_chart, values)) else []),
-        *(_day_dated(d, values) for d in days),
+        *([_chart_dated()] if not design and any(map(_cites_chart, values)) else []),
+        *(_day_dated(d, values, design) for d in days),
+        *(_named_dated(n, values, design) for n in sorted(named, key=_named_first)),
     ]
 
 
@@ -2127,12 +2279,42 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
 }
 
 
-# Every provider whose profile cites a dated source (the FBI chart, or a day), today or as it was: its texts are dated
-# by the source's date.
+def _dating(name: str) -> tuple[Change, ...]:
+    """Profile ``name``'s changes (``_HISTORY``'s and ``_dated_sources``), but a year or a month named that dates
+    nothing: each text naming it is, before it, one a change of ``_HISTORY``'s own says is later itself (BES's
+    "December 2015" before John Chen's report)."""
+    changes = tuple(sorted((*_HISTORY.get(name, ()), *_dated_sources(name)), key=lambda c: c.effective))
+    profile = PROFILES[name]
+
+    def dates(c: Change) -> bool:
+        if c.what.startswith(("a year this", "a month this")):
+            day = c.effective
+            before = _as_of(profile, day - timedelta(days=1), day - timedelta(days=1), changes)
+            return any(getattr(before, f) != getattr(_as_of(profile, day, day, changes), f) for f in c.before)
+        return True
+
+    return tuple(filter(dates, changes))
+
+
+def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -> Profile:
+    """``profile`` on ``day`` (``on`` for its policy changes), ``changes`` not yet in effect undone (``profile_as_of``)."""
+    rewrites: list[tuple[str, Any]] = []
+    for change in reversed(changes):
+        if change.effective > (on if change.policy else day):
+            profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
+            rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
+    for (
+        key,
+        rewrite,
+    ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later, _day_later)
+        profile = replace(profile, **{key: rewrite(getattr(profile, key))})
+    return replace(profile, as_of=day)
+
+
+# Every provider whose profile cites a dated source (the FBI chart, a day, a year or a month), today or as it was: its
+# texts are dated by the source's date.
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
-    name: tuple(sorted((*_HISTORY.get(name, ()), *dated), key=lambda c: c.effective))
-    for name in PROFILES
-    if (dated := _dated_sources(name)) or name in _HISTORY
+    name: changes for name in PROFILES if (changes := _dating(name))
 }
 
 
@@ -2161,18 +2343,7 @@ def profile_as_of(
         return profile
     if (why := profile.not_yet(day)) is not None:
         raise ValueError(why)
-    on = _when(served) or day
-    rewrites: list[tuple[str, Any]] = []
-    for change in reversed(HISTORY.get(name, ())):
-        if change.effective > (on if change.policy else day):
-            profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
-            rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
-    for (
-        key,
-        rewrite,
-    ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later, _day_later)
-        profile = replace(profile, **{key: rewrite(getattr(profile, key))})
-    return replace(profile, as_of=day)
+    return _as_of(profile, day, _when(served) or day, HISTORY.get(name, ()))
 
 
 def policy_changes(name: str, when: date | datetime, served: date | datetime) -> tuple[Change, ...]:
@@ -2210,30 +2381,6 @@ def dated_sources(written: tuple[str, ...], day: date | datetime | None) -> tupl
     return tuple(sources[i] for i in range(len(written)))
 
 
-# A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
-# later at the source's end. A month a source names with its year ("April 2016", "Dec 2015") is a year named too; one
-# of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
-# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
-_YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
-_MONTH_NAMES: Final = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_MONTH_CITED = re.compile(
-    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d-])"
-)
-
-
 def _years_later(source: str, written: str, on: date) -> str:
     """``source`` (``written``, dated by its days) with the later years ``written`` names alone, and the later months
     of ``on``'s own year it names, said at its end, but a year (a month) one of its days, already said to be later,
@@ -2258,9 +2405,3 @@ def _years_later(source: str, written: str, on: date) -> str:
     if not later:
         return source
     return f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)"
-
-
-def _month_name(word: str) -> str:
-    """The month ``word`` names in full or by its first three letters."""
-    (name,) = [m for m in _MONTH_NAMES if m.startswith(word[:3])]
-    return name

@@ -502,6 +502,17 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
 
+    if args.process == "backup_warrant":
+        # (it was served on the relay's desk: "Served on: the relay's operator", the profile's sources, and what the
+        # relay holds, never the history a backup holds)
+        raise CliError(
+            "--process backup_warrant: a search warrant on the backup custodian is served on the custodian of the "
+            "target's device backups (Apple for iCloud Backup, Google for Google Drive: relay/backup.py), not on "
+            "the relay's operator, whose relay.db this reads; the backup is the history the phones held, which a "
+            "finished run's relay.db does not keep. Put it in the scenario's timeline instead ([[events]] with "
+            'kind = "legal_process", process = "backup_warrant" and the target) and run it again with relaysim run: '
+            "the run's disclosures/ hold the custodian's answer"
+        )
     db = Path(args.db)
     what = not_a_file(db)
     if what is not None:

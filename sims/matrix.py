@@ -337,6 +337,7 @@ def render_markdown(
         "",
         *markdown_tables(matrix, empty or {}),
         *_assumptions(matrix, scenario),
+        *_readings(matrix, scenario),
         "## Legend",
         "",
         "| in the cells | category | meaning |",
@@ -461,16 +462,35 @@ def _assumptions(matrix: Matrix, scenario: Scenario) -> list[str]:
     return ["## Assumptions (no source says so)", "", *rows, ""]
 
 
+def _readings(matrix: Matrix, scenario: Scenario) -> list[str]:
+    """The cells whose answer is the project's reading of its record's words, not their letter
+    (``Profile.readings``: BlackBerry's "certain metadata"), each with the reading, as its disclosure's
+    "Reading" note says it."""
+    rows = [
+        f"- {get_profile(profile).title} (`{profile}`), {INSTRUMENTS[p].name}: {reading}."
+        for profile in matrix
+        for p, reading in profile_as_of(profile, scenario.start).readings.items()
+        if p in MATRIX_PROCESSES
+    ]
+    if not rows:
+        return []
+    return ["## Readings (the project's reading of the record's words)", "", *rows, ""]
+
+
 def terminal_notes(matrix: Matrix, scenario: Scenario, width: int | None = None) -> str:
     """What the terminal's tables rest on, said below them as matrix.md says it: the date each
-    provider is taken as of, and the cells no source backs (``Profile.assumptions``); wrapped
-    between words at ``width`` columns (default: the terminal's)."""
+    provider is taken as of, the cells no source backs (``Profile.assumptions``) and those that rest on
+    the project's reading of the record's words (``Profile.readings``); wrapped between words at
+    ``width`` columns (default: the terminal's)."""
     lines = []
     if scenario.start is not None:
         lines.append(f"Each provider as it was on {scenario.start.isoformat()} ([scenario] start).")
     assumed = _assumptions(matrix, scenario)[2:-1]  # the markdown's rows, without its heading
     if assumed:
         lines += ["Assumptions (no source says so):", *assumed]
+    read = _readings(matrix, scenario)[2:-1]
+    if read:
+        lines += ["Readings (the project's reading of the record's words):", *read]
     return render(*(Text(line) for line in lines), width=width) if lines else ""
 
 

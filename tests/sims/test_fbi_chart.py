@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from relaysim.relay.legal import INSTRUMENTS, REASON_LABELS, REASONS
-from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile
+from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile, profile_as_of
 from relaysim.sims.cli import main
-from relaysim.sims.matrix import MATRIX_PROCESSES, check_matrix_scenario, render_terminal
+from relaysim.sims.matrix import MATRIX_PROCESSES, check_matrix_scenario, render_terminal, terminal_notes
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import LegalProcessEvent, resolve_scenario
 from relaysim.sims.term import SEP
@@ -630,7 +630,7 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assert "Assumption" not in " ".join(disclosure(out, "whatsapp", "pen_register")["notes"])
     # ... and so does the matrix, where the cell is read beside the chart
     assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
-    assumed = assumed.split("## Legend")[0]
+    assumed = assumed.split("\n## ")[0]
     assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
     # of the chart's rows, only these cells rest on an assumption (the search warrants: the test below; the
     # "—" cells answered anyway: test_every_dash_cell_answered_says_it_is_assumed); Wire, not on the chart,
@@ -655,6 +655,33 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
         ]
     )
     assert len(rows) == len(others) + len(MATRIX_PROCESSES)
+
+
+def test_the_matrix_lists_the_readings_beside_the_assumptions(chart: tuple[Path, dict[str, Any]]) -> None:
+    """matrix.md listed the assumptions but not the Reading notes (Profile.readings: BlackBerry's "certain
+    metadata" covering the records a court order gets), which each disclosure says: a reader held those cells
+    against the chart as the record's letter."""
+    out, matrix = chart
+    start = resolve_scenario("fbi-chart").start
+    md = (out / "matrix.md").read_text(encoding="utf-8")
+    read = md.split("## Readings (the project's reading of the record's words)")[1].split("\n## ")[0]
+    rows = [line for line in read.splitlines() if line.startswith("- ")]
+    want = [
+        (p, q, reading)
+        for p in matrix
+        for q, reading in profile_as_of(p, start).readings.items()
+        if q in MATRIX_PROCESSES
+    ]
+    assert want and len(rows) == len(want), rows
+    for p, q, reading in want:
+        row = f"- {get_profile(p).title} (`{p}`), {INSTRUMENTS[q].name}: {reading}."
+        assert row in rows, row
+        notes = disclosure(out, p, q)["notes"]
+        assert f"Reading: {reading}." in notes, notes
+    # and the terminal's notes, as matrix.md says them
+    said = terminal_notes(matrix, resolve_scenario("fbi-chart"), width=10_000)
+    assert "Readings (the project's reading of the record's words):" in said
+    assert all(f"{INSTRUMENTS[q].name}: {reading}." in said for _p, q, reading in want)
 
 
 @pytest.mark.parametrize("profile", ["telegram-cloud", "wechat"])

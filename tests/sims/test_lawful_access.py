@@ -1209,6 +1209,35 @@ def test_disclose_says_a_forward_looking_order_collects_nothing_after_the_fact(
     assert "put it in the scenario's timeline" in cap.err and 'kind = "legal_process"' in cap.err
 
 
+def test_disclose_refuses_a_warrant_on_the_backup_custodian_saying_where_it_is_served(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was served on the relay's own desk: "Served on: the relay's operator", the profile's sources, and what the
+    relay holds (the content "cryptographically impossible" even for a backup its custodian can read), where the
+    timeline serves it on the backup's custodian (relay/backup.py)."""
+    db = finished / "relay.db"
+    before = _digest(db)
+    argv = ["disclose", "--db", str(db), "--process", "backup_warrant", "--target", "omar"]
+    assert main([*argv, "--json", str(tmp_path / "d.json")]) == 2
+    cap = capsys.readouterr()
+    assert not cap.out and not (tmp_path / "d.json").exists()
+    assert "--process backup_warrant" in cap.err and "not on the relay's operator" in cap.err, cap.err
+    assert "served on the custodian of the target's device backups" in cap.err, cap.err
+    assert "timeline" in cap.err and 'process = "backup_warrant"' in cap.err, cap.err
+    assert _digest(db) == before
+    # nor does the relay's desk answer one served on it
+    from relaysim.relay.compliance import ComplianceDesk, LegalProcess
+    from relaysim.relay.store import Store
+
+    store = Store(tmp_path / "relay.db", durable=False)
+    try:
+        desk = ComplianceDesk(store, get_profile("whatsapp"))
+        with pytest.raises(ValueError, match="served on the custodian of the target's device backups"):
+            desk.serve(LegalProcess(name="b", process="backup_warrant", target="omar", served=0.0))
+    finally:
+        store.close()
+
+
 def test_a_forward_order_served_after_the_fact_keeps_what_could_never_be_had(tmp_path: Path) -> None:
     """Served on a finished run, a forward-looking order collected nothing, and what was not kept for it
     is "not retained"; but what the relay could never collect, or no key it holds opens, keeps that

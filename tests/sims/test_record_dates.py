@@ -769,9 +769,14 @@ def test_every_text_field_of_profile_is_dated_or_listed_as_not() -> None:
 
     text = {f.name for f in dataclasses.fields(Profile) if "str" in str(f.type)}
     dated, undated = set(profiles._TEXT_FIELDS), set(profiles._UNDATED_TEXT_FIELDS)
-    assert not dated & undated, dated & undated
-    assert text == dated | undated, (text - dated - undated, (dated | undated) - text)
+    design = set(profiles._DESIGN_TEXT_FIELDS)  # dated as of the run's date, by design changes
+    assert not dated & undated and not design & (dated | undated), (dated & undated, design)
+    assert text == dated | undated | design, (
+        text - dated - undated - design,
+        (dated | undated | design) - text,
+    )
     assert dated <= set(POLICY_FIELDS), dated - set(POLICY_FIELDS)
+    assert not design & set(POLICY_FIELDS), design & set(POLICY_FIELDS)
     assert "realtime_inferred" in dated
 
 
@@ -1220,3 +1225,108 @@ def test_a_warrant_on_a_backups_custodian_lists_the_backups_sources_dated_as_of_
         f"## Sources the backup held by {backup.custodian} cites" in md and "## Sources the profile" not in md
     )
     assert all(s in md for s in d.sources) and d.to_json()["sources"] == list(d.sources)
+
+
+# --- 29. a year named alone, or a month with its year, in a text: as the sources (test 28) ----------------------
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_before_a_year_a_text_names_alone_it_says_it_is_later(name: str) -> None:
+    """Only days were dated in the texts: "in 2018 a federal court in E.D. Cal. refused…" (WhatsApp's wiretap
+    assumption) was said as known in a disclosure of 2016. A year a text names alone (but the FBI chart's, "the FBI
+    chart (2021)", "capabilities as of November 2020", whose own note says it is later) after the day is said to be
+    later, as a source says it."""
+    for day in (date(2010, 6, 1), date(2013, 1, 7), date(2016, 5, 1), date(2020, 6, 1), date(2024, 8, 1)):
+        if get_profile(name).not_yet(day) is not None:
+            continue
+        profile = profile_as_of(name, day)
+        for f in PROFILE_TEXT_FIELDS:
+            for text in _texts(getattr(profile, f)):
+                chart = re.sub(r"chart \(2021\)|capabilities as of November 2020", "", text)
+                alone = _YEAR.findall(_DAY.sub("", chart))
+                for year in {y for y in alone if int(y) > day.year}:
+                    later = (
+                        rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
+                        rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                    )
+                    assert re.search(later, text), (name, day, f, year, text)
+
+
+def test_whatsapps_messenger_ruling_is_said_later_in_a_run_set_before_2018() -> None:
+    (d,) = _serve("whatsapp", "2016-05-01T12:00:00Z", "wiretap")
+    (assumed,) = [n for n in d.notes if "E.D. Cal." in n]
+    assert "(2018 is after this date)" in assumed, assumed
+    # today, and in a run of 2018, as written
+    assert "after this date" not in get_profile("whatsapp").assumptions["wiretap"]
+    assert "after this date" not in profile_as_of("whatsapp", date(2018, 1, 1)).assumptions["wiretap"]
+    # served on or after 2018-01-01 in a run set before it: as written, the record said to have changed
+    later = profile_as_of("whatsapp", date(2017, 12, 1), served=date(2018, 1, 2))
+    assert "after this date" not in later.assumptions["wiretap"]
+
+
+@pytest.mark.parametrize(
+    ("name", "day", "field", "key", "said"),
+    [
+        ("bes", date(2010, 6, 1), "notes", "content", "(August 2010 is after this date)"),
+        ("telegram-cloud", date(2024, 8, 1), "notes", "ip_addresses", "(September 2024 is after this date)"),
+        ("imessage", date(2020, 6, 1), "notes", "realtime_routing", "(November 2020 is after this date)"),
+    ],
+)
+def test_a_later_month_a_text_names_in_the_disclosures_own_year_is_said_later(
+    name: str, day: date, field: str, key: str, said: str
+) -> None:
+    """As a source's (test 28): "RIM, August 2010" in a BES disclosure of June 2010 was said as known."""
+    text = getattr(profile_as_of(name, day), field)[key]
+    assert said in text, text
+    month = date(day.year, {"bes": 8, "telegram-cloud": 9, "imessage": 11}[name], 1)
+    assert said not in getattr(profile_as_of(name, month), field)[key]
+
+
+def test_telegrams_2018_policy_is_said_later_in_a_disclosure_of_2018_before_august() -> None:
+    """The source read "2018 to August 2024 only for confirmed terror suspects": on 2018-06-01, in 2018, it said
+    nothing, though the policy dates from August 2018."""
+    (policy,) = [s for s in sources_on(get_profile("telegram-cloud"), date(2018, 6, 1)) if "§8.3" in s]
+    assert "(August 2018, 2024 are after this date)" in policy, policy
+    (policy,) = [s for s in sources_on(get_profile("telegram-cloud"), date(2018, 9, 1)) if "§8.3" in s]
+    assert "August 2018" in policy and "(2024 is after this date)" in policy, policy
+
+
+# --- 30. the design's texts: dated as of the run's date -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_before_a_day_a_design_text_cites_it_says_it_is_later_from_the_runs_start(name: str) -> None:
+    """Wire's identity_model_source cites its key-verification post, 2017-01-16, and no design change covered it: a
+    Wire run set in 2016 cited it as written. A design text says a later day, or a later year it names alone, is
+    after the run's date, for the whole run (an order served after it does not change the design)."""
+    design = ("identity_model_source", "group_source")
+    cited = {date.fromisoformat(m) for f in design for m in _DAY.findall(getattr(get_profile(name), f))}
+    # a design change of the profile's own says, in its texts before it, that its day is later in its own words
+    # (Signal's groups v2, WhatsApp's multi-device: tested above)
+    own = {
+        c.effective
+        for c in HISTORY.get(name, ())
+        for f in design
+        if f in c.before and not callable(c.before[f])
+    }
+    for day in sorted({date(2013, 1, 7), date(2016, 5, 1), date(2020, 6, 1), *cited}):
+        if get_profile(name).not_yet(day) is not None:
+            continue
+        for served in (None, date(2025, 1, 1)):
+            profile = profile_as_of(name, day, served=served)
+            for f in design:
+                text = getattr(profile, f)
+                for later in {m for m in _DAY.findall(text) if day < date.fromisoformat(m) not in own}:
+                    assert f"{later}, after this date" in text, (name, day, f, text)
+                for year in {y for y in _YEAR.findall(_DAY.sub("", text)) if int(y) > day.year}:
+                    later = (
+                        rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
+                        rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                    )
+                    assert re.search(later, text), (name, day, f, year, text)
+
+
+def test_a_wire_run_before_its_key_verification_post_says_it_is_later() -> None:
+    before = profile_as_of("wire", date(2016, 5, 1), served=date(2018, 1, 1)).identity_model_source
+    assert "key-verification-secure-conversations, 2017-01-16, after this date)" in before, before
+    assert "after this date" not in profile_as_of("wire", date(2017, 1, 16)).identity_model_source
