@@ -335,7 +335,7 @@ def test_disclose_names_a_provider_field_of_the_wrong_type(
         ("UPDATE metadata SET envelope_id = 7 WHERE envelope_id IS NOT NULL", "envelope_id: expected bytes"),
         ("UPDATE metadata SET account = x'ff00' WHERE account = 'ben'", "account: expected text"),
         ("ALTER TABLE metadata DROP COLUMN size", "no such column: size"),
-        ("DROP TABLE contacts", "no such table: contacts"),
+        ("DROP TABLE contacts", "without its contacts table: damaged or changed by hand"),
     ],
 )
 def test_a_relay_store_with_rows_no_relay_writes_is_named_by_row_and_column(
@@ -349,7 +349,9 @@ def test_a_relay_store_with_rows_no_relay_writes_is_named_by_row_and_column(
     con.commit()
     con.close()
     refused(capsys, ["analyze", str(run)], "relay.db", needle)
-    if "contacts" not in sql:  # disclose reads the contacts of its target only where asked for
+    if (
+        "contacts" not in sql or "without" in needle
+    ):  # disclose reads the contacts of its target only where asked for
         refused(
             capsys,
             ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"],
