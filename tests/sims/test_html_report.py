@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from relaysim.relay.mdtext import md_text
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.reports.html import OUTCOMES, ReportError, relay_stores_read, render_report, write_report
@@ -467,3 +468,23 @@ def test_the_timeline_names_a_mailbox_s_copies_by_its_holder() -> None:
     (row,) = rows
     assert 'data-kind="duplicate_dropped"' in row and 'data-people="amira ben"' in row, row
     assert "amira/1&#x27;s mailbox for ben (mbx-7f3a/2) dropped a second copy of message 2" in row, row
+
+
+def test_every_c0_control_but_nul_and_cr_and_del_reach_each_output_as_sent(tmp_path: Path) -> None:
+    """The rule of sims/scenario.py's docstring, checked: the C0 control characters a message's text
+    may hold (all but NUL, refused; and CR, a line break, shown as one: test_markdown_safety) and DEL
+    are in the transcript, the Markdown files and the HTML report as they were sent, none dropped
+    or changed (HTML's parser keeps them, with a parse error: WHATWG HTML, "Preprocessing the input
+    stream"). No test fails without a fix here: it holds the rule to what the outputs do."""
+    others = "".join(chr(c) for c in (*range(1, 32), 127) if c != 13)
+    escaped = "".join(f"\\u{ord(c):04x}" for c in others)
+    toml = tmp_path / "c0.toml"
+    toml.write_text(SCENARIO.replace("Bring the second folder as well.", f"a{escaped}b", 1), encoding="utf-8")
+    run = tmp_path / "c0"
+    run_to_dir(load_scenario(toml), run)
+    sent = [json.loads(line) for line in (run / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any(e.get("plaintext") == f"a{others}b" for e in sent)
+    # the Markdown files write a message's text with md_text (relay/mdtext.py): a line feed as a break
+    assert md_text(f"a{others}b") == f"a{others}b".replace("\n", "<br>")
+    page = render_report(run)
+    assert f"a{others}b" in page
