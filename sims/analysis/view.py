@@ -210,28 +210,22 @@ def _read_copy(db: Path, wal: Path) -> sqlite3.Connection:
             except OSError as exc:
                 raise AnalysisInputError(f"{src}: cannot read it: {exc.strerror or exc}") from None
             with f:
-                try:
-                    out = open(target, "wb")
+                try:  # (an error of the copy's, writing it: not of the store's, which reads well)
+                    with open(target, "wb") as out:
+                        while True:
+                            try:
+                                chunk = f.read(_CHUNK)
+                            except OSError as exc:
+                                raise AnalysisInputError(
+                                    f"{src}: cannot read it: {exc.strerror or exc}"
+                                ) from None
+                            if not chunk:
+                                break
+                            out.write(chunk)
                 except OSError as exc:
                     raise AnalysisInputError(
                         f"{db}: cannot copy it to {folder} to read it ({why}): {exc.strerror or exc}"
                     ) from None
-                with out:
-                    while True:
-                        try:
-                            chunk = f.read(_CHUNK)
-                        except OSError as exc:
-                            raise AnalysisInputError(
-                                f"{src}: cannot read it: {exc.strerror or exc}"
-                            ) from None
-                        if not chunk:
-                            break
-                        try:
-                            out.write(chunk)
-                        except OSError as exc:
-                            raise AnalysisInputError(
-                                f"{db}: cannot copy it to {folder} to read it ({why}): {exc.strerror or exc}"
-                            ) from None
         copy = Path(folder, db.name).as_uri()
         conn = sqlite3.connect(f"{copy}?mode=ro", uri=True, factory=_ReadCopy)
     except BaseException:
