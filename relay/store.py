@@ -487,22 +487,33 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _newer_schema(path: object, version: int) -> str:
+def _advised(what: str, advice: str | None) -> str:
+    """``what`` is wrong with a store, and what to do about it (``advice``, with "the file is left as
+    it is"); ``what`` alone with no advice (a warning of a file that is not read needs none)."""
+    return what if advice is None else f"{what}; {advice} (the file is left as it is)"
+
+
+_NEWER_ADVICE: Final = "open it with that version, or upgrade relaysim"
+_OLDER_ADVICE: Final = "read it with the relaysim that wrote it, or run the scenario again with this one"
+
+
+def _newer_schema(path: object, version: int, advice: str | None = _NEWER_ADVICE) -> str:
     """What a store written by a newer relaysim is told, by the Store opening it and by
     :func:`refuse_a_newer_schema` alike."""
-    return (
+    return _advised(
         f"{path}: written by a newer relaysim: schema version {version} is newer than this one reads "
-        f"(up to {len(MIGRATIONS)}); open it with that version, or upgrade relaysim (the file is left as it is)"
+        f"(up to {len(MIGRATIONS)})",
+        advice,
     )
 
 
-def _older_schema(path: object, version: int) -> str:
+def _older_schema(path: object, version: int, advice: str | None = _OLDER_ADVICE) -> str:
     """What a reader that reads a store as this relaysim writes it, without migrating it, is told of
     one written by an older relaysim (:func:`refuse_another_schema`)."""
-    return (
+    return _advised(
         f"{path}: written by an older relaysim: schema version {version} is older than the one this "
-        f"relaysim reads ({len(MIGRATIONS)}), and its tables may differ; read it with the relaysim that "
-        "wrote it, or run the scenario again with this one (the file is left as it is)"
+        f"relaysim reads ({len(MIGRATIONS)}), and its tables may differ",
+        advice,
     )
 
 
@@ -511,24 +522,33 @@ def _older_schema(path: object, version: int) -> str:
 _STORE_ADVICE: Final = "give the relay a new file, or a store it wrote"
 
 
-def _not_a_store(path: object, tables: list[str], advice: str = _STORE_ADVICE) -> str:
+def _not_a_store(path: object, tables: list[str], advice: str | None = _STORE_ADVICE) -> str:
     """What a SQLite database of another program's (schema version 0, with tables of its own) is
     told: by the Store opening it, and by :func:`refuse_another_schema` alike, with the advice
     that fits what read it."""
     tables = sorted(tables)
     listed = ", ".join(tables[:8]) + (f", … ({len(tables)} in all)" if len(tables) > 8 else "")
-    return (
-        f"{path}: a SQLite database, but not a relay store (no schema version, and tables "
-        f"of its own: {listed}); {advice} (the file is left as it is)"
+    return _advised(
+        f"{path}: a SQLite database, but not a relay store (no schema version, and tables of its own: {listed})",
+        advice,
     )
 
 
-def _empty_store(path: object, advice: str) -> str:
+def _empty_store(path: object, advice: str | None) -> str:
     """What a reader of a finished run's store (:func:`refuse_another_schema` with ``empty``) is told
     of a file holding no database, or an empty one: no table, no schema version."""
-    return (
-        f"{path}: an empty database (no tables, no schema version), not a relay store; {advice} (the "
-        "file is left as it is)"
+    return _advised(f"{path}: an empty database (no tables, no schema version), not a relay store", advice)
+
+
+def _missing_tables(path: object, version: int, missing: list[str], advice: str | None) -> str:
+    """What a store of a schema version this relaysim knows that lacks some of that version's tables
+    is told (a table dropped by hand, a damaged file), naming them: by the Store opening it and by
+    :func:`refuse_another_schema` alike, with the advice that fits what read it."""
+    names = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+    return _advised(
+        f"{path}: a relay store of schema version {version} without its {names} "
+        f"table{'s' if len(missing) > 1 else ''}: damaged or changed by hand",
+        advice,
     )
 
 
@@ -593,7 +613,12 @@ def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
 
 
 def refuse_another_schema(
-    path: str | os.PathLike[str], *, older: bool = True, empty: bool = False, advice: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    older: bool = True,
+    empty: bool = False,
+    advice: str | None = None,
+    advise: bool = True,
 ) -> None:
     """A StoreError if the store at ``path`` is of another schema version than this relaysim's: a
     newer one (:func:`refuse_a_newer_schema`'s words), or an older one, from 1 to SCHEMA_VERSION - 1
@@ -605,19 +630,28 @@ def refuse_another_schema(
     program's, refused in the words a Store refuses it with, but for the advice: ``advice`` in place
     of the Store's (which is for ``relay serve``: "give the relay a new file"), and the same advice
     for an empty one (no table: a file of 0 bytes) when ``empty`` is given; without it an empty one
-    passes (a Store makes its tables there)."""
+    passes (a Store makes its tables there). With ``empty``, a store of a version it reads that lacks
+    some of that version's tables is refused too, naming them (analyze said "no such table:
+    metadata", disclose "it has no accounts or devices or metadata table"). ``advise=False``: what
+    the file is, without any advice (a warning of a file the command does not read)."""
     read = _read_schema(path)
     if read is None:
         return
     version, tables = read
+
+    told = (advice or _STORE_ADVICE) if advise else None  # (a newer or older one: its own advice)
     if version > len(MIGRATIONS):
-        raise StoreError(_newer_schema(path, version))
+        raise StoreError(_newer_schema(path, version, _NEWER_ADVICE if advise else None))
     if older and 0 < version < len(MIGRATIONS):
-        raise StoreError(_older_schema(path, version))
+        raise StoreError(_older_schema(path, version, _OLDER_ADVICE if advise else None))
     if version == 0 and tables:
-        raise StoreError(_not_a_store(path, tables, advice or _STORE_ADVICE))
+        raise StoreError(_not_a_store(path, tables, told))
     if version == 0 and tables == [] and empty:
-        raise StoreError(_empty_store(path, advice or _STORE_ADVICE))
+        raise StoreError(_empty_store(path, told))
+    if version > 0 and tables is not None and empty:
+        missing = [t for t in _expected_schema(version) if t not in tables]
+        if missing:
+            raise StoreError(_missing_tables(path, version, sorted(missing), told))
 
 
 _RELEASED: Final = tuple(MIGRATIONS)
@@ -1239,12 +1273,11 @@ class Store:
             if have:
                 raise StoreError(_not_a_store(self.path, list(have)))
             return
-        for table, columns in _expected_schema(version).items():
-            if table not in have:
-                raise StoreError(
-                    f"{self.path}: a relay store of schema version {version} without its {table} table: "
-                    "damaged or changed by hand; restore it from a backup (the file is left as it is)"
-                )
+        expected = _expected_schema(version)
+        gone = sorted(t for t in expected if t not in have)
+        if gone:
+            raise StoreError(_missing_tables(self.path, version, gone, "restore it from a backup"))
+        for table, columns in expected.items():
             missing = [c for c in columns if c not in have[table]]
             if missing:
                 raise StoreError(

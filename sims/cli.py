@@ -273,10 +273,11 @@ def _newer_store(out: Path, command: str, read: Iterable[Path]) -> None:
     found = [Path(folder) / "relay.db" for folder, _dirs, names in os.walk(out) if "relay.db" in names]
     for db in sorted(found, key=lambda p: (os.path.normpath(p) not in reads, len(p.parts), p)):
         if db.is_file():
-            try:
-                refuse_another_schema(db, empty=True, advice=_RUN_STORE_ADVICE)
+            read_it = os.path.normpath(db) in reads
+            try:  # (a warning says what the file is, and that it is not read: no advice of what to give)
+                refuse_another_schema(db, empty=True, advice=_RUN_STORE_ADVICE, advise=read_it)
             except StoreError as exc:
-                if os.path.normpath(db) in reads:
+                if read_it:
                     raise CliError(str(exc)) from None
                 print(f"relaysim {command}: warning: {exc} ({command} does not read it)", file=sys.stderr)
 
@@ -611,8 +612,8 @@ def _disclose(args: argparse.Namespace) -> int:
     try:  # (a newer store, another program's database, an empty one: in the words analyze gives)
         refuse_another_schema(db, older=False, empty=True, advice=_RUN_STORE_ADVICE)
     except StoreError as exc:
-        said = str(exc).removeprefix(f"{db}: ")
-        raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
+        # (it says what the file is: "cannot open it as a relay store: …, not a relay store" said it twice)
+        raise CliError(f"--db {exc}") from None
     with tempfile.TemporaryDirectory(prefix="relaysim-disclose-") as tmp:
         # Serve on a copy: opening a Store may migrate or checkpoint, and the run's file stays as it was.
         copy = Path(tmp) / "relay.db"

@@ -54,7 +54,16 @@ line) rather than run doing something other than what it says. In particular:
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
-  It holds no NUL (U+0000): the HTML report's parser would drop it (any other character is kept).
+  It holds no NUL (U+0000): the HTML report's parser drops it (WHATWG HTML, "The 'in body' insertion
+  mode"). Every other C0 control character (U+0001 to U+001F) and DEL (U+007F) is kept, as no output
+  drops or changes one: the transcript's JSON escapes it (``\\u001b``) and reads it back as it was;
+  the Markdown files (``relay/mdtext.py``) and the HTML report (``html.escape``) write it as it is, and
+  HTML's parser keeps it (a "control-character-in-input-stream" parse error, no more); the terminal
+  shows it escaped. A carriage return (U+000D), alone or before a line feed, is a line break, as a
+  line feed is: the transcript keeps it, the Markdown files write it as a break (``<br>``), HTML's
+  parser reads it as a line feed ("Preprocessing the input stream"), a counterfactual's code block
+  shows it as ``\\r``. (A line break written ``\\r\\n`` in a scenario was taken, and is: refusing it
+  would lose what is accepted.)
 - Names are unique: people, legal processes (each names its disclosure's files, so not even case may
   be all that tells two apart), latency rules (one per pair of regions), the group of a
   ghost_participant demand (one ghost per group). The scenario's name names its output folder:
@@ -800,7 +809,8 @@ class _Reader:
         transcript (JSON's ``\\u0000``) and the HTML report, whose parser drops it without a trace
         (WHATWG HTML, "The 'in body' insertion mode": a U+0000 character token is a parse error, and
         ignored): the report showed another text than the one sent. Any other character is kept
-        (line breaks, tabs, any script; the terminal shows a control character escaped)."""
+        (line breaks, tabs, any other C0 control and DEL, any script: no output drops or changes one,
+        as the module's docstring says; the terminal shows a control character escaped)."""
         value = self.get(data, key, path, str)
         if "\x00" in value:
             raise self.fail(

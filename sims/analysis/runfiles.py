@@ -62,6 +62,7 @@ __all__ = [
     "out_file",
     "out_folder",
     "own_file",
+    "plain_name_problem",
     "read_run_file",
     "read_run_text",
     "run_folder",
@@ -326,6 +327,17 @@ def not_a_file(path: Path) -> str | None:
         if test(mode):
             return f"not a regular file ({kind})"
     return "not a regular file"
+
+
+def plain_name_problem(name: object, what: str) -> str | None:
+    """What keeps ``name`` (read from a run's file: a comparison's profile, an order's name) from
+    being joined onto the run's folder as one name in it, as ``expected WHAT, a plain name (…), got
+    NAME``; None if it is one. A hand-edited ``../x`` or ``/etc`` (``run / "/etc"`` is ``/etc``), a
+    name with a separator (``a/b``, ``a\\b``), ``.``, ``..``, an empty name or a NUL led a command
+    outside the folder it was given, or to another file in it."""
+    if isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0"):
+        return None
+    return f"expected {what}, a plain name (no '/' or '\\', not '.' or '..', not absolute), got {brief(name)}"
 
 
 def run_subfolder_problem(run: str | Path, name: str) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -177,16 +178,54 @@ def _connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
+# Above this many bytes (relay.db and its log together), a note on stderr says why reading the store
+# takes a while before it is copied: a store of a long run copied with no word looked like a hang.
+COPY_NOTE_BYTES = 100 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
 def _read_copy(db: Path, wal: Path) -> sqlite3.Connection:
-    """A connection reading a copy of ``db`` and its write-ahead log ``wal`` (_ReadCopy)."""
+    """A connection reading a copy of ``db`` and its write-ahead log ``wal`` (_ReadCopy). A copy of
+    more than :data:`COPY_NOTE_BYTES` is said on stderr first, and why it is made; a file that cannot
+    be read, and a copy that cannot be written (a full temporary folder), are each said as what
+    they are, with why a copy is made (a copy that could not be written was "cannot read it")."""
+    why = f"{wal.name} beside it is not empty: the run was stopped before its store was closed"
+    try:
+        size = db.stat().st_size + wal.stat().st_size
+    except OSError:
+        size = 0
     folder = tempfile.mkdtemp(prefix="relaysim-read-")
+    if size > COPY_NOTE_BYTES:
+        print(
+            f"relaysim: note: {db}: {why}; copying it and its log ({size / 1e6:,.0f} MB) to read them "
+            f"together, in {folder}",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         for src in (db, wal):
+            target = os.path.join(folder, src.name)
             try:
-                with open_run_file(src) as f, open(os.path.join(folder, src.name), "wb") as out:
-                    shutil.copyfileobj(f, out)
+                f = open_run_file(src)
             except OSError as exc:
                 raise AnalysisInputError(f"{src}: cannot read it: {exc.strerror or exc}") from None
+            with f:
+                try:  # (an error of the copy's, writing it: not of the store's, which reads well)
+                    with open(target, "wb") as out:
+                        while True:
+                            try:
+                                chunk = f.read(_CHUNK)
+                            except OSError as exc:
+                                raise AnalysisInputError(
+                                    f"{src}: cannot read it: {exc.strerror or exc}"
+                                ) from None
+                            if not chunk:
+                                break
+                            out.write(chunk)
+                except OSError as exc:
+                    raise AnalysisInputError(
+                        f"{db}: cannot copy it to {folder} to read it ({why}): {exc.strerror or exc}"
+                    ) from None
         copy = Path(folder, db.name).as_uri()
         conn = sqlite3.connect(f"{copy}?mode=ro", uri=True, factory=_ReadCopy)
     except BaseException:

@@ -38,6 +38,7 @@ from relaysim.sims.analysis.runfiles import (
     finite_number,
     loads,
     own_file,
+    plain_name_problem,
     read_run_text,
     run_subfolder_problem,
     shell_word,
@@ -590,7 +591,11 @@ def relay_stores_read(run: Path) -> list[Path]:
             profiles = loads(read_run_text(run / "summary.json")).get("compare_profiles") or []
         except (OSError, ValueError, AttributeError):  # (render_report names what is wrong there)
             profiles = []
-        runs = [run / p for p in profiles if isinstance(p, str)] if isinstance(profiles, list) else []
+        runs = (  # (a name that is not one folder's, ../x or /etc, led outside the run: render_report refuses it)
+            [run / p for p in profiles if plain_name_problem(p, "") is None]
+            if isinstance(profiles, list)
+            else []
+        )
     return [
         r / "relay.db"
         for r in runs
@@ -781,6 +786,9 @@ def _comparison_data(path: Path) -> list[dict[str, Any]]:
         name, process, target = row.get("name"), row.get("process"), row.get("target")
         if not isinstance(name, str) or not name:
             raise ReportError(f"{path}: [{i}].name: expected the order's name, got {brief(name)}{_AGAIN}")
+        problem = plain_name_problem(name, "the order's name, that of its disclosure's file")
+        if problem is not None:  # (../../x was read as the disclosure ../../x.json, outside the run)
+            raise ReportError(f"{path}: [{i}].name: {problem}{_AGAIN}")
         if name in names:
             raise ReportError(f"{path}: [{i}].name: {brief(name)} is there twice; each order is once{_AGAIN}")
         names.add(name)
@@ -1145,6 +1153,10 @@ def render_report(run: Path) -> str:
                 f"{summary_file}: compare_profiles: expected a list of profiles' names, got "
                 f"{'' if odd is profiles else 'a list holding '}{type(odd).__name__}{_AGAIN}"
             )
+        for i, p in enumerate(profiles):  # each a folder in this one: never ../x or /etc, a folder outside it
+            problem = plain_name_problem(p, "a profile's name, the folder of its run in this one")
+            if problem is not None:
+                raise ReportError(f"{summary_file}: compare_profiles[{i}]: {problem}{_AGAIN}")
         sections = [
             (
                 "comparison",

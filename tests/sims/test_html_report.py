@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from relaysim.relay.mdtext import md_text
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
-from relaysim.sims.reports.html import OUTCOMES, render_report, write_report
+from relaysim.sims.reports.html import OUTCOMES, ReportError, relay_stores_read, render_report, write_report
 from relaysim.sims.scenario import load_scenario, resolve_scenario
 from tests.browser import Browser, find_chromium
 
@@ -231,6 +232,51 @@ def test_a_comparisons_profiles_with_the_same_exceptional_report_have_ids_of_the
         assert section.index(f"id='{profile}-exceptional-ghost-device'") < section.index("</section>")
 
 
+@pytest.mark.parametrize("name", ["../outside", "/etc", "signal/..", "..", ""])
+def test_a_comparisons_profile_name_never_leads_outside_its_folder(tmp_path: Path, name: str) -> None:
+    """summary.json's compare_profiles were joined onto the run's folder unchecked: a hand-edited
+    ``../outside`` (or ``/etc``) was read as a profile's run, outside the folder the report was given
+    (its relay.db checked by report, its summary and disclosures shown as the comparison's)."""
+    toml = tmp_path / "g.toml"
+    toml.write_text(GHOSTS_SIDE_BY_SIDE, encoding="utf-8")
+    run = tmp_path / "g"
+    run_to_dir(load_scenario(toml), run)
+    shutil.copytree(run / "signal", tmp_path / "outside")  # a run there, to be read if it is followed
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary["compare_profiles"] = ["signal", name]
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    inside = run.resolve()
+    assert all(inside in p.resolve().parents for p in relay_stores_read(run)), relay_stores_read(run)
+    with pytest.raises(ReportError) as exc:
+        render_report(run)
+    assert str(exc.value).startswith(
+        f"{run / 'summary.json'}: compare_profiles[1]: expected a profile's name"
+    )
+    assert "a plain name" in str(exc.value) and repr(name) in str(exc.value)
+
+
+def test_a_comparisons_order_name_never_leads_outside_its_folder(tmp_path: Path) -> None:
+    """comparison.json's order names named the disclosure each outcome is checked against,
+    ``PROFILE/disclosures/NAME.json``: a hand-edited ``../../../x`` read ``x.json`` outside the run."""
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        GHOSTS_SIDE_BY_SIDE.replace("ghosts-side-by-side", "order-side-by-side")
+        + '\n[[events]]\nat = "50m"\nkind = "legal_process"\nprocess = "search_warrant"\ntarget = "omar"\n'
+        'name = "w"\n',
+        encoding="utf-8",
+    )
+    run = tmp_path / "c"
+    run_to_dir(load_scenario(toml), run)
+    shutil.copy(run / "signal" / "disclosures" / "w.json", tmp_path / "x.json")
+    rows = json.loads((run / "comparison.json").read_text(encoding="utf-8"))
+    rows[0]["name"] = "../../../x"
+    (run / "comparison.json").write_text(json.dumps(rows), encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        render_report(run)
+    assert str(exc.value).startswith(f"{run / 'comparison.json'}: [0].name: expected the order's name")
+    assert "'../../../x'" in str(exc.value)
+
+
 def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(run)]) == 0
     assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
@@ -422,3 +468,23 @@ def test_the_timeline_names_a_mailbox_s_copies_by_its_holder() -> None:
     (row,) = rows
     assert 'data-kind="duplicate_dropped"' in row and 'data-people="amira ben"' in row, row
     assert "amira/1&#x27;s mailbox for ben (mbx-7f3a/2) dropped a second copy of message 2" in row, row
+
+
+def test_every_c0_control_but_nul_and_cr_and_del_reach_each_output_as_sent(tmp_path: Path) -> None:
+    """The rule of sims/scenario.py's docstring, checked: the C0 control characters a message's text
+    may hold (all but NUL, refused; and CR, a line break, shown as one: test_markdown_safety) and DEL
+    are in the transcript, the Markdown files and the HTML report as they were sent, none dropped
+    or changed (HTML's parser keeps them, with a parse error: WHATWG HTML, "Preprocessing the input
+    stream"). No test fails without a fix here: it holds the rule to what the outputs do."""
+    others = "".join(chr(c) for c in (*range(1, 32), 127) if c != 13)
+    escaped = "".join(f"\\u{ord(c):04x}" for c in others)
+    toml = tmp_path / "c0.toml"
+    toml.write_text(SCENARIO.replace("Bring the second folder as well.", f"a{escaped}b", 1), encoding="utf-8")
+    run = tmp_path / "c0"
+    run_to_dir(load_scenario(toml), run)
+    sent = [json.loads(line) for line in (run / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any(e.get("plaintext") == f"a{others}b" for e in sent)
+    # the Markdown files write a message's text with md_text (relay/mdtext.py): a line feed as a break
+    assert md_text(f"a{others}b") == f"a{others}b".replace("\n", "<br>")
+    page = render_report(run)
+    assert f"a{others}b" in page
