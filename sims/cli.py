@@ -389,9 +389,10 @@ def _run(args: argparse.Namespace) -> int:
         f"{m['lost_by_network']} lost by the network; latency p50 {p50}, p99 {p99}; "
         f"{time.monotonic() - started:.1f} s of real time."
     )
-    print(
-        f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {_q(out)}"
-    )
+    from relaysim.sims.report import outputs_written
+
+    # (report.html is said on its own line, by _say_report, once written)
+    print(f"wrote {out}/{outputs_written(out)} — see it with: relaysim show {_q(out)}")
     _say_report(out, args.report)
     _say_orders(summary, out)
     return 0
@@ -1106,8 +1107,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a scenario in simulated time: real devices (PQXDH, Double Ratchet) and the real relay core, "
             "joined by a simulated network. Writes transcript.jsonl (every event, with the phones' plaintext and "
-            "the relay's view side by side), relay.db (the relay's SQLite store at the end), summary.json and "
-            "summary.md. The same scenario and seed always give the same files."
+            "the relay's view side by side), relay.db (the relay's SQLite store at the end), relay-view.jsonl "
+            "(everything the relay saw as it ran, whatever its profile keeps), provider.json (the profile, keys "
+            "and GeoIP table disclose reads), summary.json and summary.md; and, as the scenario has them, "
+            "directory.json (its organisations' public listing), disclosures/ (each legal order served), "
+            "exceptional/ (what exceptional access obtained: key escrow, ghost devices, seized phones) and "
+            "counterfactual/ with counterfactual.md (the run again with the provider complying with a demand it refused). A scenario run under several profiles "
+            "writes each run in DIR/<profile>/ and comparison.md (or matrix.md) beside them. The line run prints "
+            "at the end lists what it wrote. The same scenario and seed always give the same files."
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/two-friends\n"

@@ -85,6 +85,7 @@ __all__ = [
     "RunFolderWarning",
     "disclosure_json",
     "order_outcome",
+    "outputs_written",
     "percentile",
     "prepare_out_dir",
     "read_run",
@@ -161,6 +162,17 @@ def relaysim_outputs(out: Path) -> list[Path]:
         if (out / n).is_dir() and not (out / n).is_symlink() and relaysim_outputs(out / n)
     ]
     return found
+
+
+def outputs_written(out: Path) -> str:
+    """relaysim's own files and folders in ``out`` (:func:`relaysim_outputs`), in the order of
+    :data:`OWNED_FILES` and :data:`OWNED_DIRS`, a folder with a slash: ``transcript.jsonl, relay.db,
+    relay-view.jsonl, …, disclosures/``. What a run says it wrote, read from the folder it wrote."""
+    from relaysim.relay.profiles import PROFILES
+
+    order = {name: i for i, name in enumerate((*OWNED_FILES, *OWNED_DIRS, *PROFILES))}
+    found = sorted(relaysim_outputs(out), key=lambda p: order.get(p.name, len(order)))
+    return ", ".join(p.name + ("/" if p.is_dir() else "") for p in found)
 
 
 def _remove_outputs(out: Path) -> None:
