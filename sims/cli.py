@@ -325,7 +325,12 @@ def _report(args: argparse.Namespace) -> int:
 
     out = Path(args.dir)
     if not out.is_dir():
-        raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
+        from relaysim.sims.report import make_run_command
+
+        raise CliError(
+            f"{out}: no such folder; give the --out folder of a finished run, or make one with: "
+            f"{make_run_command(out)}"
+        )
     _no_pipes(out)
     from relaysim.sims.reports.html import relay_stores_read
 
@@ -806,7 +811,12 @@ def _analyze(args: argparse.Namespace) -> int:
         per = (
             "defences variant" if (out / "defences.json").is_file() else "profile"
         )  # (relaysim defences' DIR)
-        hint = f"; it holds one run per {per}: analyse one, e.g. {out / runs[0]}" if runs else ""
+        if runs:
+            hint = f"; it holds one run per {per}: analyse one, e.g. {out / runs[0]}"
+        else:
+            from relaysim.sims.report import make_run_command
+
+            hint = f"; make one with: {make_run_command(out)}"
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _no_pipes(out)
     for name in ("disclosures", "analysis"):  # (what it reads, and where it writes)
