@@ -1060,7 +1060,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"relaysim {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="one of these; relaysim COMMAND --help says what it takes"
+    )
     sub.required = True
 
     demo = sub.add_parser(
@@ -1139,7 +1141,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
-    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        help="override the scenario's seed (default: the seed its [scenario] table gives)",
+    )
     run.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )
@@ -1266,16 +1272,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         type=text_arg,
         metavar="ACCOUNT",
-        help="the account it names (not for a demand on everyone)",
+        help="the account it names (default: none, for a demand on everyone; the others need one)",
     )
     disclose.add_argument(
-        "--from", dest="start", metavar="T", help='start of the period it covers, e.g. "1h"'
+        "--from",
+        dest="start",
+        metavar="T",
+        help="start of the period it covers, in simulated time since the start of the run: seconds, or a "
+        'duration such as "1h" or "3h30m" (default: the start of the run)',
     )
-    disclose.add_argument("--to", dest="end", metavar="T", help='end of the period it covers, e.g. "3h30m"')
+    disclose.add_argument(
+        "--to",
+        dest="end",
+        metavar="T",
+        help="end of the period it covers, as --from (default: when it is served, --at)",
+    )
     disclose.add_argument(
         "--at",
         metavar="T",
-        help="when it is taken to be served (default: the end of the run); records made after it are left "
+        help="when it is taken to be served, as --from (default: the end of the run); records made after it are left "
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
     disclose.add_argument("--name", type=_order_name, help="the order's name (default: PROCESS-TARGET)")
@@ -1283,7 +1298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         metavar="FILE",
         type=writable_file,
-        help=f"also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout; {PIPE_HELP}",
+        help="also write the disclosure as JSON to FILE (default: none: only the text, to stdout); with --json -, "
+        f"write only the JSON, to stdout; {PIPE_HELP}",
     )
 
     analyze = sub.add_parser(
