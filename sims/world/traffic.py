@@ -42,12 +42,12 @@ __all__ = [
     "check_population",
     "contact_graph",
     "expand_population",
-    "population_expanded",
     "organisation_accounts",
     "organisation_traits",
     "plan_group_steps",
     "plan_messages",
     "plan_moves",
+    "population_expanded",
 ]
 
 # Relative messaging activity per hour of the day (00-23): quiet at night, peaks at midday and

@@ -413,9 +413,13 @@ def test_every_option_says_what_it_does_and_what_leaving_it_out_gives() -> None:
                 action.option_strings and action.nargs != 0 and not action.required and "default" not in text
             ):
                 missing.append((path, action.option_strings, "no default"))
-            elif not action.option_strings and action.nargs == "?" and action.default is not None:
-                if "default" not in text:
-                    missing.append((path, action.dest, "no default"))
+            elif (
+                not action.option_strings
+                and action.nargs == "?"
+                and action.default is not None
+                and "default" not in text
+            ):
+                missing.append((path, action.dest, "no default"))
     assert missing == []
 
 
