@@ -1279,13 +1279,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="start",
         metavar="T",
         help="start of the period it covers, in simulated time since the start of the run: seconds, or a "
-        'duration such as "1h" or "3h30m" (default: the start of the run)',
+        'duration such as "1h" or "3h30m" (default: the start of the run; a forward-looking '
+        "order's: when it is served)",
     )
     disclose.add_argument(
         "--to",
         dest="end",
         metavar="T",
-        help="end of the period it covers, as --from (default: when it is served, --at)",
+        help="end of the period it covers, as --from (default: when it is served, --at; a forward-looking order's: the longest its law allows, if any)",
     )
     disclose.add_argument(
         "--at",
