@@ -1517,6 +1517,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--db",
         type=_db_file,
         default="relay.db",
+        metavar="FILE",
         help="SQLite database file, created if absent; one relay at a time serves it, the second is "
         "refused (default: %(default)s)",
     )
@@ -1524,10 +1525,14 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--tls-cert",
         type=_path("the certificate file's path"),
         metavar="FILE",
-        help="PEM certificate chain; with --tls-key, serve TLS",
+        help="PEM certificate chain; with --tls-key, serve TLS (default: none: plain TCP, on a loopback "
+        "address only unless --insecure)",
     )
     parser.add_argument(
-        "--tls-key", type=_path("the key file's path"), metavar="FILE", help="PEM private key for --tls-cert"
+        "--tls-key",
+        type=_path("the key file's path"),
+        metavar="FILE",
+        help="PEM private key for --tls-cert (default: none)",
     )
     parser.add_argument(
         "--insecure",
@@ -1550,12 +1555,14 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--read-timeout",
         type=_seconds,
         default=DEFAULT_READ_TIMEOUT,
+        metavar="SECONDS",
         help="seconds a connection may go without a complete frame (default: %(default)s)",
     )
     parser.add_argument(
         "--write-timeout",
         type=_seconds,
         default=DEFAULT_WRITE_TIMEOUT,
+        metavar="SECONDS",
         help="seconds a connection may go taking nothing the relay writes to it (a device that stopped "
         "reading) before it is closed (default: %(default)s)",
     )
@@ -1564,6 +1571,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-connections",
         type=_whole(1, 2**31 - 1, "at least one connection"),
         default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
         help="concurrent connections (default: %(default)s)",
     )
     g.add_argument(
@@ -1584,6 +1592,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-queued-bytes",
         type=_whole(1, 2**62, "at least one byte"),
         default=DEFAULT_MAX_QUEUED_BYTES,
+        metavar="BYTES",
         help="unsent bytes per connection: past it, its requests are not read and pushes to it are "
         "dropped (default: %(default)s)",
     )
@@ -1591,6 +1600,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-frame-size",
         type=_whole(MIN_FRAME_SIZE, MAX_FRAME_SIZE, f"a frame is {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE} bytes"),
         default=DEFAULT_MAX_FRAME_SIZE,
+        metavar="BYTES",
         help="largest frame accepted, in bytes (default: %(default)s)",
     )
     parser.add_argument(
@@ -1699,9 +1709,15 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--registration-token-file",
         type=_path("the token file's path"),
         metavar="FILE",
-        help="instead of hashcash, the operator's registration token (the file's bytes, stripped)",
+        help="instead of hashcash, the operator's registration token (the file's bytes, stripped) "
+        "(default: none: hashcash, --registration-pow)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least severe log lines written to stderr (default: %(default)s)",
+    )
     _add_profile_options(parser)
     return _state_bounds(parser)
 
@@ -1713,14 +1729,15 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile-as-of",
         metavar="YYYY-MM-DD",
-        help="with --profile, the provider as it was on that day (relay.profiles.profile_as_of)",
+        help="with --profile, the provider as it was on that day (relay.profiles.profile_as_of) "
+        "(default: the provider as it is today)",
     )
     parser.add_argument(
         "--admin",
         type=_path("the admin socket's path"),
         metavar="PATH",
         help="listen for the operator's orders (taps, preservations) on a Unix socket at PATH, mode 0600 "
-        "(relay/admin.py)",
+        "(relay/admin.py) (default: none: no orders can be given while it runs)",
     )
 
 

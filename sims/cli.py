@@ -326,7 +326,12 @@ def _report(args: argparse.Namespace) -> int:
 
     out = Path(args.dir)
     if not out.is_dir():
-        raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
+        from relaysim.sims.report import make_run_command
+
+        raise CliError(
+            f"{out}: no such folder; give the --out folder of a finished run, or make one with: "
+            f"{make_run_command(out)}"
+        )
     _no_pipes(out)
     from relaysim.sims.reports.html import relay_stores_read
 
@@ -390,9 +395,10 @@ def _run(args: argparse.Namespace) -> int:
         f"{m['lost_by_network']} lost by the network; latency p50 {p50}, p99 {p99}; "
         f"{time.monotonic() - started:.1f} s of real time."
     )
-    print(
-        f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {_q(out)}"
-    )
+    from relaysim.sims.report import outputs_written
+
+    # (report.html is said on its own line, by _say_report, once written)
+    print(f"wrote {out}/{outputs_written(out)} — see it with: relaysim show {_q(out)}")
     _say_report(out, args.report)
     _say_orders(summary, out)
     return 0
@@ -817,7 +823,12 @@ def _analyze(args: argparse.Namespace) -> int:
         per = (
             "defences variant" if (out / "defences.json").is_file() else "profile"
         )  # (relaysim defences' DIR)
-        hint = f"; it holds one run per {per}: analyse one, e.g. {out / runs[0]}" if runs else ""
+        if runs:
+            hint = f"; it holds one run per {per}: analyse one, e.g. {out / runs[0]}"
+        else:
+            from relaysim.sims.report import make_run_command
+
+            hint = f"; make one with: {make_run_command(out)}"
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _no_pipes(out)
     for name in ("disclosures", "analysis"):  # (what it reads, and where it writes)
@@ -1061,7 +1072,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"relaysim {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="one of these; relaysim COMMAND --help says what it takes"
+    )
     sub.required = True
 
     demo = sub.add_parser(
@@ -1118,8 +1131,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a scenario in simulated time: real devices (PQXDH, Double Ratchet) and the real relay core, "
             "joined by a simulated network. Writes transcript.jsonl (every event, with the phones' plaintext and "
-            "the relay's view side by side), relay.db (the relay's SQLite store at the end), summary.json and "
-            "summary.md. The same scenario and seed always give the same files."
+            "the relay's view side by side), relay.db (the relay's SQLite store at the end), relay-view.jsonl "
+            "(everything the relay saw as it ran, whatever its profile keeps), provider.json (the profile, keys "
+            "and GeoIP table disclose reads), summary.json and summary.md; and, as the scenario has them, "
+            "directory.json (its organisations' public listing), disclosures/ (each legal order served), "
+            "exceptional/ (what exceptional access obtained: key escrow, ghost devices, seized phones) and "
+            "counterfactual/ with counterfactual.md (the run again with the provider complying with a demand it refused). A scenario run under several profiles "
+            "writes each run in DIR/<profile>/ and comparison.md (or matrix.md) beside them. The line run prints "
+            "at the end lists what it wrote. The same scenario and seed always give the same files."
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/two-friends\n"
@@ -1134,7 +1153,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
-    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        help="override the scenario's seed (default: the seed its [scenario] table gives)",
+    )
     run.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )
@@ -1261,16 +1284,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         type=text_arg,
         metavar="ACCOUNT",
-        help="the account it names (not for a demand on everyone)",
+        help="the account it names (default: none, for a demand on everyone; the others need one)",
     )
     disclose.add_argument(
-        "--from", dest="start", metavar="T", help='start of the period it covers, e.g. "1h"'
+        "--from",
+        dest="start",
+        metavar="T",
+        help="start of the period it covers, in simulated time since the start of the run: seconds, or a "
+        'duration such as "1h" or "3h30m" (default: the start of the run; a forward-looking '
+        "order's: when it is served)",
     )
-    disclose.add_argument("--to", dest="end", metavar="T", help='end of the period it covers, e.g. "3h30m"')
+    disclose.add_argument(
+        "--to",
+        dest="end",
+        metavar="T",
+        help="end of the period it covers, as --from (default: when it is served, --at; a forward-looking order's: the longest its law allows, if any)",
+    )
     disclose.add_argument(
         "--at",
         metavar="T",
-        help="when it is taken to be served (default: the end of the run); records made after it are left "
+        help="when it is taken to be served, as --from (default: the end of the run); records made after it are left "
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
     disclose.add_argument("--name", type=_order_name, help="the order's name (default: PROCESS-TARGET)")
@@ -1278,7 +1311,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         metavar="FILE",
         type=writable_file,
-        help=f"also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout; {PIPE_HELP}",
+        help="also write the disclosure as JSON to FILE (default: none: only the text, to stdout); with --json -, "
+        f"write only the JSON, to stdout; {PIPE_HELP}",
     )
 
     analyze = sub.add_parser(

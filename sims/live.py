@@ -119,7 +119,13 @@ from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
 from relaysim.sims.progress import progress_bar
-from relaysim.sims.report import summarise, summary_markdown, transcript_writer, write_disclosures
+from relaysim.sims.report import (
+    outputs_written,
+    summarise,
+    summary_markdown,
+    transcript_writer,
+    write_disclosures,
+)
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from relaysim.sims.world.groups import GroupDirector
 from relaysim.sims.world.simulation import (
@@ -1679,5 +1685,5 @@ def run_live(
         f"{m['plaintext_mismatches']} mismatches; relay exit code {outcome.relay_exit}; "
         f"{outcome.real_seconds:.1f} s of real time."
     )
-    print(f"wrote {out}/transcript.jsonl, relay.db, relay.log, summary.json, summary.md")
+    print(f"wrote {out}/{outputs_written(out)}")
     return 0 if outcome.relay_exit == 0 else 1

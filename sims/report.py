@@ -84,7 +84,9 @@ __all__ = [
     "RunFolderError",
     "RunFolderWarning",
     "disclosure_json",
+    "make_run_command",
     "order_outcome",
+    "outputs_written",
     "percentile",
     "prepare_out_dir",
     "read_run",
@@ -161,6 +163,17 @@ def relaysim_outputs(out: Path) -> list[Path]:
         if (out / n).is_dir() and not (out / n).is_symlink() and relaysim_outputs(out / n)
     ]
     return found
+
+
+def outputs_written(out: Path) -> str:
+    """relaysim's own files and folders in ``out`` (:func:`relaysim_outputs`), in the order of
+    :data:`OWNED_FILES` and :data:`OWNED_DIRS`, a folder with a slash: ``transcript.jsonl, relay.db,
+    relay-view.jsonl, …, disclosures/``. What a run says it wrote, read from the folder it wrote."""
+    from relaysim.relay.profiles import PROFILES
+
+    order = {name: i for i, name in enumerate((*OWNED_FILES, *OWNED_DIRS, *PROFILES))}
+    found = sorted(relaysim_outputs(out), key=lambda p: order.get(p.name, len(order)))
+    return ", ".join(p.name + ("/" if p.is_dir() else "") for p in found)
 
 
 def _remove_outputs(out: Path) -> None:
@@ -756,6 +769,63 @@ def jsonl_lines(text: str) -> list[str]:
     return lines
 
 
+def _profiles_run_in(run: Path) -> tuple[str, list[str]] | None:
+    """The scenario and the profiles of the comparison (or matrix) whose folder ``run`` is, from its
+    summary.json; None if it is none (or its summary cannot be read)."""
+    summary_file = run / "summary.json"
+    if not summary_file.is_file():  # (not a pipe: it would be waited on)
+        return None
+    try:
+        summary = loads(read_run_text(summary_file))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(summary, dict) or not ("compare_profiles" in summary or "matrix" in summary):
+        return None
+    name, profiles = summary.get("scenario"), summary.get("profiles")
+    if not isinstance(name, str) or not isinstance(profiles, dict | list):
+        return None
+    return name, [str(p) for p in profiles]
+
+
+def _builtin_profiles(name: str) -> list[str]:
+    """The profiles the built-in scenario ``name`` runs under when it runs under several (its
+    ``compare_profiles``, or every real one for the matrix); [] for any other name."""
+    from relaysim.relay.profiles import REAL_PROFILES
+    from relaysim.sims.scenario import ScenarioError, builtin_scenarios, load_scenario
+
+    path = builtin_scenarios().get(name)
+    if path is None:
+        return []
+    try:
+        scenario = load_scenario(path)
+    except (ScenarioError, OSError):
+        return []
+    return list(REAL_PROFILES) if scenario.matrix else list(scenario.compare_profiles)
+
+
+def make_run_command(out: Path) -> str:
+    """The command that makes a run in ``out``, the folder a command was given: ``relaysim run NAME
+    --out OUT`` (the built-in scenario's name for NAME where ``out`` is named after one; ``--force``
+    where ``out`` holds some of a run's files). But a folder named after a relay profile inside a
+    comparison's (or the matrix's) folder, or inside one named after a built-in scenario that runs
+    under that profile (``out/pakistan-2015/bes``: relaysim demo's), is made by running that
+    scenario into the parent: ``relaysim run pakistan-2015 --out out/pakistan-2015``. A run of NAME
+    into the subfolder itself made a run of its own there, not the comparison's."""
+    from relaysim.relay.profiles import PROFILES
+    from relaysim.sims.scenario import builtin_scenarios
+
+    parent = out.parent
+    if out.name in PROFILES and parent != out:
+        held = _profiles_run_in(parent)
+        if held is not None and out.name in held[1]:
+            return f"relaysim run {shell_word(held[0])} --out {shell_word(parent)} --force"
+        if held is None and out.name in _builtin_profiles(parent.name):
+            force = " --force" if relaysim_outputs(parent) else ""
+            return f"relaysim run {shell_word(parent.name)} --out {shell_word(parent)}{force}"
+    name = out.name if out.name in builtin_scenarios() else "NAME"
+    return f"relaysim run {name} --out {shell_word(out)}{' --force' if relaysim_outputs(out) else ''}"
+
+
 def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
@@ -768,9 +838,7 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if link is not None:  # (a loop of links was "no transcript.jsonl", "did not finish")
             raise RunFolderError(f"{path}: {link}; {rerun}")
     if not transcript.exists():
-        raise RunFolderError(
-            f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {shell_word(out)}"
-        )
+        raise RunFolderError(f"{out} has no transcript.jsonl; make one with: {make_run_command(out)}")
     if not summary_file.exists():
         raise RunFolderError(
             f"the run in {out} did not finish: it has transcript.jsonl but no summary.json (relaysim writes "

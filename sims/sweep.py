@@ -1208,7 +1208,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=V1,V2,…",
-        help="a scenario key and the values to try (repeat for a grid)",
+        help="a scenario key and the values to try (repeat for a grid; default: none: one cell, the "
+        "scenario as written, under each seed)",
     )
     p.add_argument(
         "--seeds",
@@ -1235,7 +1236,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=_scheduler,
         metavar="ADDRESS",
         help="run on a Dask cluster instead, given its scheduler's address (tcp://host:8786); "
-        "needs dask's distributed (pip install 'relaysim[sweep]')",
+        "needs dask's distributed (pip install 'relaysim[sweep]') (default: none: a local pool of --workers)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p

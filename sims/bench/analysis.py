@@ -286,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("messages", 1, 10 * TARGET_MESSAGES, why="ten times the target's"),
         default=TARGET_MESSAGES,
         metavar="M",
-        help=f"sealed messages in the day, receipts included ({TARGET_MESSAGES:,})",
+        help=f"sealed messages in the day, receipts included (default: {TARGET_MESSAGES:,})",
     )
     p.add_argument(
         "--people",
@@ -294,25 +294,29 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("accounts", 4, 1_000_000),
         default=10_000,
         metavar="N",
-        help="accounts (10,000)",
+        help="accounts (default: 10,000)",
     )
     p.add_argument(
-        "--repeat", type=whole_number("runs", 1, 1_000), default=3, metavar="R", help="runs of the attack (3)"
+        "--repeat",
+        type=whole_number("runs", 1, 1_000),
+        default=3,
+        metavar="R",
+        help="runs of the attack (default: 3)",
     )
-    p.add_argument("--seed", type=seed_arg, default=1, help="seed of the graph and the traffic (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed of the graph and the traffic (default: 1)")
     p.add_argument(
         "--keep-top",
         type=whole_number("accounts", 0, 1_000_000),
         metavar="K",
         help="also time statistical_disclosure(keep_top=K) against the full ranking, a checkpoint after "
-        "every epoch",
+        "every epoch (default: none: not timed)",
     )
     p.add_argument(
         "--keep-top-targets",
         type=whole_number("targets", 1, 10_000),
         default=10,
         metavar="T",
-        help="targets for --keep-top (10)",
+        help="targets for --keep-top (default: 10)",
     )
     harness.add_common_options(p)
     return state_bounds(p)

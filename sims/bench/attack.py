@@ -1109,7 +1109,11 @@ def _parser() -> argparse.ArgumentParser:
         ],
     )
     p.add_argument(
-        "--good", type=whole_number("good devices", 2, 250), default=16, metavar="N", help="good devices (16)"
+        "--good",
+        type=whole_number("good devices", 2, 250),
+        default=16,
+        metavar="N",
+        help="good devices (default: 16)",
     )
     p.add_argument(
         "--rate",
@@ -1118,26 +1122,30 @@ def _parser() -> argparse.ArgumentParser:
         ),
         default=5.0,
         metavar="R",
-        help="messages a second per good device (5)",
+        help="messages a second per good device (default: 5)",
     )
     p.add_argument(
         "--duration",
         type=decimal_number("seconds", 0.0, 60.0, above_minimum=True),
         default=3.0,
         metavar="S",
-        help="seconds per slice (3)",
+        help="seconds per slice (default: 3)",
     )
     p.add_argument(
         "--body-size",
         type=whole_number("bytes", _STAMP.size, wire.DEFAULT_MAX_FRAME_SIZE, why=harness.FRAME_WHY),
         default=160,
         metavar="B",
-        help="envelope body bytes (160)",
+        help="envelope body bytes (default: 160)",
     )
     p.add_argument(
-        "--only", nargs="+", choices=ATTACKS, metavar="ATTACK", help=f"run only these ({', '.join(ATTACKS)})"
+        "--only",
+        nargs="+",
+        choices=ATTACKS,
+        metavar="ATTACK",
+        help=f"run only these ({', '.join(ATTACKS)}) (default: all of them)",
     )
-    p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (default: 1)")
     harness.add_common_options(p)
     return state_bounds(p)
 

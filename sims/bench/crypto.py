@@ -1347,31 +1347,35 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("messages", 1, 1_000_000),
         default=500,
         metavar="N",
-        help="messages per contender per repeat (500)",
+        help="messages per contender per repeat (default: 500)",
     )
     p.add_argument(
         "--setups",
         type=whole_number("set-ups", 1, 100_000),
         default=200,
         metavar="S",
-        help="session setups per contender per repeat (200: 20 to a slice; see above)",
+        help="session setups per contender per repeat (default: 200: 20 to a slice; see above)",
     )
     p.add_argument(
         "--group-messages",
         type=whole_number("group messages", 1, 100_000),
         default=20,
         metavar="G",
-        help="group messages per group contender per repeat (20; pairwise to 1,000 members is ~1,000 encryptions each)",
+        help="group messages per group contender per repeat (default: 20; pairwise to 1,000 members is ~1,000 encryptions each)",
     )
     p.add_argument(
-        "--repeat", type=whole_number("repeats", 1, 1_000), default=15, metavar="R", help="repeats (15)"
+        "--repeat",
+        type=whole_number("repeats", 1, 1_000),
+        default=15,
+        metavar="R",
+        help="repeats (default: 15)",
     )
     p.add_argument(
         "--chunks",
         type=whole_number("slices", 1, 1_000),
         default=10,
         metavar="C",
-        help="slices per contender per repeat, interleaved round-robin with the others'; each is a sample (10)",
+        help="slices per contender per repeat, interleaved round-robin with the others'; each is a sample (default: 10)",
     )
     p.add_argument("--no-vodozemac", action="store_true", help="leave vodozemac out even if it is importable")
     p.add_argument("--no-doubleratchet", action="store_true", help="leave PyPI doubleratchet out")

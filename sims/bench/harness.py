@@ -197,7 +197,8 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         "--json",
         metavar="FILE",
         type=writable_file,
-        help="also write every number (samples, medians, ratios) to FILE; '-' writes the JSON to stdout "
+        help="also write every number (samples, medians, ratios) to FILE (default: none: the table alone, "
+        "to stdout); '-' writes the JSON to stdout "
         f"and the table to stderr; {PIPE_HELP}",
     )
     p.add_argument(

@@ -1051,51 +1051,51 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("connections", 2, 4096, why="relay serve's default --max-connections"),
         default=1000,
         metavar="N",
-        help="device connections (1000)",
+        help="device connections (default: 1000)",
     )
     p.add_argument(
         "--duration",
         type=decimal_number("seconds", 0.0, 3600.0, above_minimum=True),
         default=3.0,
         metavar="S",
-        help="timed seconds per slice (3)",
+        help="timed seconds per slice (default: 3)",
     )
     p.add_argument(
         "--warmup",
         type=decimal_number("seconds", 0.0, 600.0),
         default=0.5,
         metavar="S",
-        help="untimed seconds before each (0.5)",
+        help="untimed seconds before each (default: 0.5)",
     )
     p.add_argument(
         "--repeat",
         type=whole_number("slices", 1, 1_000),
         default=3,
         metavar="R",
-        help="slices per contender (3)",
+        help="slices per contender (default: 3)",
     )
     p.add_argument(
         "--window",
         type=whole_number("envelopes", 1, 1_000),
         default=1,
         metavar="W",
-        help="envelopes in flight per device (1)",
+        help="envelopes in flight per device (default: 1)",
     )
     p.add_argument(
         "--body-size",
         type=whole_number("bytes", _SEQ.size, wire.DEFAULT_MAX_FRAME_SIZE, why=harness.FRAME_WHY),
         default=160,
         metavar="B",
-        help="envelope body bytes (160)",
+        help="envelope body bytes (default: 160)",
     )
     p.add_argument(
         "--steps",
         type=whole_number("envelopes", 1, 1_000_000),
         default=2000,
         metavar="E",
-        help="envelopes for the where-the-time-goes steps (2000)",
+        help="envelopes for the where-the-time-goes steps (default: 2000)",
     )
-    p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (default: 1)")
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),

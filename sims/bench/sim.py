@@ -1543,17 +1543,21 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("pairs", 1, 10_000),
         default=50,
         metavar="P",
-        help="(a) pairs of phones (50)",
+        help="(a) pairs of phones (default: 50)",
     )
     p.add_argument(
         "--timed-messages",
         type=whole_number("messages", 1, 10_000_000),
         default=4000,
         metavar="T",
-        help="(a) timed messages per run (4000)",
+        help="(a) timed messages per run (default: 4000)",
     )
     p.add_argument(
-        "--repeat", type=whole_number("runs", 1, 1_000), default=1, metavar="R", help="(a) timed runs (1)"
+        "--repeat",
+        type=whole_number("runs", 1, 1_000),
+        default=1,
+        metavar="R",
+        help="(a) timed runs (default: 1)",
     )
     p.add_argument("--no-profile", action="store_true", help="(a) skip the cProfile run (no breakdown)")
     p.add_argument(
@@ -1561,7 +1565,7 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("phones", 1, 100_000),
         default=5,
         metavar="K",
-        help="phones timed for the registration breakdown (5)",
+        help="phones timed for the registration breakdown (default: 5)",
     )
     p.add_argument(
         "--scale",
@@ -1572,20 +1576,20 @@ def _parser() -> argparse.ArgumentParser:
         "--devices",
         type=whole_number("phones", 4, MAX_DEVICES, why="ten times the target's"),
         metavar="N",
-        help=f"(b) phones ({SMALL_DEVICES}; {TARGET_DEVICES:,} with --scale)",
+        help=f"(b) phones (default: {SMALL_DEVICES}; {TARGET_DEVICES:,} with --scale)",
     )
     p.add_argument(
         "--messages",
         type=whole_number("messages", 1, MAX_MESSAGES, why="ten times the target's"),
         metavar="M",
-        help=f"(b) messages in the 1× run ({SMALL_MESSAGES}; {TARGET_MESSAGES:,} with --scale)",
+        help=f"(b) messages in the 1× run (default: {SMALL_MESSAGES}; {TARGET_MESSAGES:,} with --scale)",
     )
     p.add_argument(
         "--budget",
         type=decimal_number("seconds", 0.0, 86_400.0, above_minimum=True, why="a day"),
         default=TARGET_SECONDS,
         metavar="S",
-        help="(b) seconds before a run is stopped (600)",
+        help="(b) seconds before a run is stopped (default: 600)",
     )
     p.add_argument("--no-scale", action="store_true", help="skip (b)")
     p.add_argument(
@@ -1598,10 +1602,10 @@ def _parser() -> argparse.ArgumentParser:
         "--receipts",
         choices=("off", "on"),
         default=SCALE_RECEIPTS,
-        help=f"(b) delivery receipts in the scale runs ({SCALE_RECEIPTS}: the target counts the "
+        help=f"(b) delivery receipts in the scale runs (default: {SCALE_RECEIPTS}: the target counts the "
         "messages people write; on, each brings a receipt back)",
     )
-    p.add_argument("--seed", type=seed_arg, default=1, help="seed of the scenarios (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed of the scenarios (default: 1)")
     harness.add_common_options(p)
     return state_bounds(p)
 

@@ -1124,8 +1124,10 @@ def render_report(run: Path) -> str:
                 f"{run} holds relaysim defences' runs, one per variant, in folders of their own; report one, "
                 f"e.g.: relaysim report {shell_word(run / variants[0])}   (variants: {', '.join(variants)})"
             )
+        from relaysim.sims.report import make_run_command
+
         raise ReportError(
-            f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {shell_word(run)}"
+            f"{run} holds no finished run (no summary.json); make one with: {make_run_command(run)}"
         )
     summary = _load(summary_file)
     if not isinstance(summary, dict):

@@ -67,6 +67,7 @@ from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
     contact_graph,
+    expand_population,
     organisation_traits,
     plan_messages,
     plan_moves,
@@ -426,6 +427,9 @@ class Simulation:
                 "Simulation(premade_keys=True) needs compact_device_rng=True: the worker replays each "
                 "phone's KeyStream"
             )
+        # a [generate] scenario as loaded, its generated people not yet made (traffic.contact_graph
+        # read them by index: an IndexError); a no-op on one already expanded
+        scenario = expand_population(scenario)
         self.scenario = scenario
         # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
         self.epoch = scenario.epoch

@@ -47,6 +47,7 @@ __all__ = [
     "plan_group_steps",
     "plan_messages",
     "plan_moves",
+    "population_expanded",
 ]
 
 # Relative messaging activity per hour of the day (00-23): quiet at night, peaks at midday and
@@ -136,9 +137,10 @@ def _rng(seed: int, label: str) -> random.Random:
 
 
 def expand_population(scenario: Scenario) -> Scenario:
-    """The scenario with its generated people added (a no-op without ``[generate]``)."""
+    """The scenario with its generated people added (a no-op without ``[generate]``, or on a
+    scenario this has already expanded: the generated people are the last ``generate.people``)."""
     g = scenario.generate
-    if g is None:
+    if g is None or population_expanded(scenario):
         return scenario
     rng = _rng(scenario.seed, "population")
     regions, region_w = zip(*g.regions, strict=True)
@@ -157,6 +159,16 @@ def expand_population(scenario: Scenario) -> Scenario:
     people[first:first] = _organisation_people(scenario)
     _check_named_devices(scenario, people)
     return replace(scenario, people=tuple(_households(scenario, people, g.people)))
+
+
+def population_expanded(scenario: Scenario) -> bool:
+    """Whether ``scenario``'s ``[generate]`` people are among its people (:func:`expand_population`
+    was called on it): its last ``generate.people`` people bear the generated names, which no person
+    given in the file may (sims.scenario refuses them)."""
+    g = scenario.generate
+    if g is None or g.people == 0:  # (people[-0:] is everyone)
+        return True
+    return [p.name for p in scenario.people[-g.people :]] == generated_names(g.people)
 
 
 def _named_devices(scenario: Scenario) -> list[tuple[str, str]]:
@@ -204,12 +216,19 @@ def check_population(scenario: Scenario) -> None:
 
 
 def contact_graph(scenario: Scenario) -> dict[str, list[str]]:
-    """Each generated person's contacts (sorted), from the seeded graph model."""
+    """Each generated person's contacts (sorted), from the seeded graph model. A ``[generate]``
+    scenario not yet expanded (its generated people not among its people) is a ValueError naming
+    :func:`expand_population` (it was an IndexError)."""
     import networkx as nx
 
     g = scenario.generate
     if g is None:
         return {}
+    if not population_expanded(scenario):
+        raise ValueError(
+            f"scenario {scenario.name!r}: its [generate] people are not among its people; call "
+            "relaysim.sims.world.traffic.expand_population(scenario) first"
+        )
     names = [p.name for p in scenario.people][-g.people :]
     if g.graph_model == "barabasi-albert":
         graph = nx.barabasi_albert_graph(g.people, g.graph_m, seed=scenario.seed)

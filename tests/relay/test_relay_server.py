@@ -870,9 +870,7 @@ def test_the_write_timeout_is_an_option_as_the_read_timeout_is(
     its bounds (a value past them is a usage error: test_an_option_out_of_its_range_...)."""
     assert main(["--help"]) == 0
     helped = " ".join(capsys.readouterr().out.split())
-    assert (
-        "--write-timeout WRITE_TIMEOUT seconds a connection may go taking nothing the relay writes" in helped
-    )
+    assert "--write-timeout SECONDS seconds a connection may go taking nothing the relay writes" in helped
     assert "(default: 30.0); more than 0, at most 86,400" in helped
     given: list[dict[str, Any]] = []
     real_serve = server_module.serve

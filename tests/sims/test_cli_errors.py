@@ -1854,3 +1854,55 @@ def test_a_defences_folder_is_named_as_one_run_per_variant(
     err = capsys.readouterr().err
     assert str(out / "as-written") in err and "variant" in err and "profile" not in err, err
     assert "make one with" not in err and err.count("\n") == 1, err
+
+
+def _suggested(err: str) -> list[str]:
+    """The command an error says to make the run with, as words (after relaysim)."""
+    import shlex
+
+    assert "make one with: relaysim run " in err, err
+    return shlex.split(err.split("make one with: relaysim ", 1)[1].strip())
+
+
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_missing_profile_folder_of_a_comparison_suggests_running_the_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``relaysim show out/pakistan-2015/bes`` with no such folder said to make one with ``relaysim run
+    NAME --out out/pakistan-2015/bes``: a run of its own in a comparison's profile subfolder. It says
+    to run the comparison into the parent, which makes the folder asked for; and the same once the
+    parent holds the comparison (with --force)."""
+    monkeypatch.chdir(tmp_path)
+    asked = Path("out", "pakistan-2015", "bes")
+    assert main([command, str(asked)]) == 2
+    argv = _suggested(capsys.readouterr().err)
+    assert argv == ["run", "pakistan-2015", "--out", str(asked.parent)], argv
+    assert main([*argv, "--quiet"]) == 0
+    assert (asked / "transcript.jsonl").is_file() and (asked / "relay.db").is_file()
+    capsys.readouterr()
+    shutil.rmtree(asked)  # the profile's run gone from the comparison's folder
+    assert main([command, str(asked)]) == 2
+    argv = _suggested(capsys.readouterr().err)
+    assert argv == ["run", "pakistan-2015", "--out", str(asked.parent), "--force"], argv
+    assert main([*argv, "--quiet"]) == 0
+    assert (asked / "transcript.jsonl").is_file()
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        ("out/two-friends", ["run", "two-friends", "--out", "out/two-friends"]),
+        ("runs/mine", ["run", "NAME", "--out", "runs/mine"]),
+        ("runs/bes", ["run", "NAME", "--out", "runs/bes"]),  # (runs is no scenario comparing bes)
+    ],
+)
+def test_a_missing_run_folder_suggests_a_run_that_makes_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    asked: str,
+    expected: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", asked]) == 2
+    assert _suggested(capsys.readouterr().err) == expected

@@ -397,6 +397,61 @@ def test_a_relay_serve_rates_help_states_the_bounds_it_holds_to() -> None:
     assert len(rates) == 14
 
 
+def test_every_option_says_what_it_does_and_what_leaving_it_out_gives() -> None:
+    """Read as a first-time user reads --help: relay serve's --log-level had no text at all, and 53
+    options taking a value did not say what they are when left out (disclose --from and --to, run
+    --seed, relay serve --tls-cert; the benchmarks' "(500)" for "(default: 500)")."""
+    missing = []
+    for path, parser in _parsers():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            text = action.help if action.help != argparse.SUPPRESS else "-"
+            if not text or not text.strip():
+                missing.append((path, action.option_strings or action.dest, "no help"))
+            elif (
+                action.option_strings and action.nargs != 0 and not action.required and "default" not in text
+            ):
+                missing.append((path, action.option_strings, "no default"))
+            elif (
+                not action.option_strings
+                and action.nargs == "?"
+                and action.default is not None
+                and "default" not in text
+            ):
+                missing.append((path, action.dest, "no default"))
+    assert missing == []
+
+
+def test_every_time_or_size_option_says_its_unit() -> None:
+    """A time or a size is said in seconds or bytes, in its help or its METAVAR (relay serve's
+    --read-timeout READ_TIMEOUT and --max-queued-bytes MAX_QUEUED_BYTES said theirs only in the text,
+    --max-frame-size MAX_FRAME_SIZE ...): which unit a number is in is the first thing to know."""
+    seen = 0
+    for path, parser in _parsers():
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0 or action.help == argparse.SUPPRESS:
+                continue
+            name = action.option_strings[-1]
+            units = [
+                unit
+                for words, unit in (
+                    (("timeout", "duration", "budget", "warmup", "time-scale"), "second"),
+                    (("bytes", "size"), "byte"),
+                )
+                if any(w in name for w in words)
+            ]
+            for unit in units:
+                seen += 1
+                said = f"{action.help} {action.metavar or ''}".lower()
+                assert unit in said, (path, name, action.metavar, action.help)
+            if name in ("--read-timeout", "--write-timeout"):
+                assert action.metavar == "SECONDS", (path, name)
+            if name in ("--max-queued-bytes", "--max-frame-size"):
+                assert action.metavar == "BYTES", (path, name)
+    assert seen >= 10  # (the walk found them)
+
+
 def test_every_commands_help_shows_its_number_options_bounds() -> None:
     """(As --help prints them, wrapped: each option's bounds are in its command's --help.)"""
     shown = 0

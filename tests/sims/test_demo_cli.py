@@ -154,3 +154,20 @@ def test_demo_ends_with_an_inference_from_the_metadata_alone(
     # follow message lengths, so the demo makes no claim about them.
     assert "correlation" not in tail
     assert "BlackBerry Enterprise Server" in out.split("WHAT THE METADATA ALONE GIVES AWAY")[1]
+
+
+def test_run_says_every_file_it_wrote(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """run's line said "wrote … transcript.jsonl, relay.db, summary.json, summary.md" whatever it
+    wrote: relay-view.jsonl, provider.json and the disclosures went unsaid. It lists the folder."""
+    out = tmp_path / "tf"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote "))
+    said = line.removeprefix(f"wrote {out}/").split(" — ")[0].split(", ")
+    there = [p.name + ("/" if p.is_dir() else "") for p in out.iterdir()]
+    assert len(said) == len(set(said)) and sorted(said) == sorted(there), (line, there)
+    assert {"relay-view.jsonl", "provider.json", "disclosures/"} <= set(said)
+    # and run --help names each of them (it named four)
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert [name for name in said if name not in helped] == [], helped

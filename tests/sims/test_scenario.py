@@ -1664,3 +1664,35 @@ def test_a_message_text_holding_a_nul_is_refused_naming_the_field(old: str, new:
     )
     kept = parse_scenario(GOOD.replace('text = "hi"', 'text = "h\\ti\\nyo"', 1), "good.toml")
     assert kept.conversations[0].messages[0].text == "h\ti\nyo"
+
+
+_GENERATED = """
+[scenario]
+name = "generated"
+duration = "20m"
+seed = 3
+
+[generate]
+people = 6
+messages_per_day = { mean = 200, sigma = 0.5 }
+"""
+
+
+def test_a_simulation_of_a_generate_scenario_as_loaded_makes_its_people_first() -> None:
+    """``Simulation(scenario)`` on a [generate] scenario not passed through expand_population was an
+    IndexError in traffic.contact_graph (``names[n]``): it expands it, and runs as on the expanded one;
+    expanding twice adds no one; contact_graph alone names what to call."""
+    from relaysim.sims.world.simulation import Simulation
+    from relaysim.sims.world.traffic import contact_graph, expand_population
+
+    loaded = parse_scenario(_GENERATED)
+    expanded = expand_population(loaded)
+    assert expand_population(expanded) == expanded
+    as_loaded = Simulation(loaded).run()
+    assert [p.name for p in as_loaded.scenario.people] == [p.name for p in expanded.people]
+    given = Simulation(expanded).run()
+    assert as_loaded.messages and len(as_loaded.messages) == len(given.messages)
+    with pytest.raises(
+        ValueError, match=r"call relaysim\.sims\.world\.traffic\.expand_population\(scenario\) first"
+    ):
+        contact_graph(loaded)
