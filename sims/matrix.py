@@ -451,30 +451,28 @@ def summary_problem(summary: object, matrix: Matrix) -> str | None:
 def _assumptions(matrix: Matrix, scenario: Scenario) -> list[str]:
     """The cells that rest on the project's assumption, not on a source (``Profile.assumptions``),
     each with what is assumed, so that a reader holds no such cell against the chart as a fact."""
-    rows = [
-        f"- {get_profile(profile).title} (`{profile}`), {INSTRUMENTS[p].name}: {assumed}."
-        for profile in matrix
-        for p, assumed in profile_as_of(profile, scenario.start).assumptions.items()
-        if p in MATRIX_PROCESSES
-    ]
-    if not rows:
-        return []
-    return ["## Assumptions (no source says so)", "", *rows, ""]
+    return _notes(matrix, scenario, "assumptions", "## Assumptions (no source says so)")
 
 
 def _readings(matrix: Matrix, scenario: Scenario) -> list[str]:
     """The cells whose answer is the project's reading of its record's words, not their letter
     (``Profile.readings``: BlackBerry's "certain metadata"), each with the reading, as its disclosure's
     "Reading" note says it."""
+    return _notes(matrix, scenario, "readings", "## Readings (the project's reading of the record's words)")
+
+
+def _notes(matrix: Matrix, scenario: Scenario, field: str, heading: str) -> list[str]:
+    """A section of the chart's notes: each cell's note in ``Profile.<field>`` (as of the run's start)
+    for the processes the chart shows, under ``heading``; nothing if no cell has one."""
     rows = [
-        f"- {get_profile(profile).title} (`{profile}`), {INSTRUMENTS[p].name}: {reading}."
+        f"- {get_profile(profile).title} (`{profile}`), {INSTRUMENTS[p].name}: {note}."
         for profile in matrix
-        for p, reading in profile_as_of(profile, scenario.start).readings.items()
+        for p, note in getattr(profile_as_of(profile, scenario.start), field).items()
         if p in MATRIX_PROCESSES
     ]
     if not rows:
         return []
-    return ["## Readings (the project's reading of the record's words)", "", *rows, ""]
+    return [heading, "", *rows, ""]
 
 
 def terminal_notes(matrix: Matrix, scenario: Scenario, width: int | None = None) -> str:
