@@ -1382,9 +1382,10 @@ class Simulation:
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": reader, "message": mid})
             else:
                 record = {"t": t, "kind": "undecryptable", "device": reader, "message": mid}
-                if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
-                    self.refused[event.reason] += 1
-                    record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+                reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
+                if reason is not None:
+                    self.refused[reason] += 1
+                    record["reason"] = reason  # it opened: refused for its identity key, or a self-send
                     self._outcome(box or d, 1)
                 else:
                     self.undecryptable += 1
@@ -1431,8 +1432,9 @@ class Simulation:
             self._outcome(d, 0)
         else:
             record["kind"] = "undecryptable"
-            if isinstance(event, A.Undecryptable) and event.reason in REFUSAL_REASONS:
-                record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+            reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
+            if reason is not None:
+                record["reason"] = reason  # it opened: refused for its identity key, or a self-send
                 self._outcome(d, 1)
             else:
                 self._outcome(d, 2)
