@@ -145,9 +145,12 @@ class GhostParticipant(Intervention):
         (frame,) = agent.take_outbox()
         assert isinstance(frame, wire.Register)
         conn = ConnectionContext(_AGENCY_CONNECTION, (AGENCY_ADDRESS, 443))
-        world.relay.connect(conn)
-        (answer,) = [o.frame for o in world.relay.handle(conn, frame) if isinstance(o, Reply)]
-        world.relay.disconnect(conn)
+        outputs = world.relay.connect(conn)
+        handled = world.relay.handle(conn, frame)
+        (answer,) = [o.frame for o in handled if isinstance(o, Reply)]
+        outputs += handled
+        outputs += world.relay.disconnect(conn)
+        world.relay_outputs(outputs)  # its connection's and registration's records, as any phone's
         agent.handle(answer)
         d = world.add_device(DeviceSpec(account, 1, world.relay_region, AGENCY_ADDRESS), agent)
         world.start_device(d.name)

@@ -891,6 +891,13 @@ class Simulation:
         d = self.devices.get(name) or self.added_devices.get(name)
         return d is not None and d.online and d.agent.authenticated
 
+    def relay_outputs(self, outputs: Sequence[Reply | Push | MetadataRecord], /) -> None:
+        """What the relay made of a request an intervention carried to it on a connection of its own (the
+        agency's phone's registration, sims.access.ghost_participant): its records counted with every
+        other (SimulationResult.relay_records, ``relay_view``); a reply on a connection no device's link
+        holds goes nowhere (the intervention reads it itself)."""
+        self._relay_outputs(list(outputs))
+
     def flush_device(self, name: str) -> None:
         """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
         d = self.devices.get(name) or self.added_devices.get(name)
