@@ -624,6 +624,12 @@ def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
     # the ghost read the message once (a second read is no second message read)
     (data,) = [json.loads(f.read_text(encoding="utf-8")) for f in (tmp_path / "exceptional").glob("*.json")]
     assert (mid in data["read"]) == (how == "twice"), data["read"]
+    # its report counts what it could not read as summary.json does (ghost-participant.json had no counts)
+    assert data["undecryptable"] == env["agency"]["undecryptable"], data
+    assert data["refused"] == {
+        reason: sum(e.get("reason") == reason for e in mine) for reason in A.REFUSAL_REASONS
+    }, data
+    assert sum(data["refused"].values()) == env["agency"]["refused"], data
     # relaysim show words each record as the people's
     shown = " ".join(report.render_show(tmp_path, limit=None, width=400).split())
     words = "dropped a second copy of" if how == "twice" else "refused" if how == "refused" else "could not"

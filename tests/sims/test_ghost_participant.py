@@ -46,7 +46,7 @@ def test_the_ghost_reads_every_group_message_after_it_was_added_and_the_members_
     tmp_path: Path,
 ) -> None:
     data, result = _run(tmp_path)
-    assert data["added_at"] == 7200.0 and data["refused"] is None
+    assert data["added_at"] == 7200.0 and data["why_not_added"] is None
     assert data["read"] == data["expected_after_added"] == [3, 4, 5]
     assert data["matches_ground_truth"]
     assert data["noticed_by"] == ["lena/1", "omar/1", "sam/1"]
@@ -65,7 +65,7 @@ def test_a_client_changed_not_to_show_membership_changes_leaves_no_one_noticing(
 def test_under_signal_the_server_has_no_member_list_to_add_a_ghost_to(tmp_path: Path) -> None:
     data, result = _run(tmp_path, profile="signal")
     assert data["added_at"] is None and data["read"] == []
-    assert "encrypted" in data["refused"] and "cannot add a member" in data["refused"]
+    assert "encrypted" in data["why_not_added"] and "cannot add a member" in data["why_not_added"]
     assert data["saw_it_added"] == []
     assert all(m.lost is None for m in result.messages)
 
@@ -140,15 +140,15 @@ def test_a_signal_run_before_groups_v2_reads_signals_groups_as_they_were(
     data = report.data
     assert data["added_at"] is None and data["group_state_encrypted"] is v2
     if v2:
-        assert "cannot add a member" in data["refused"], data["refused"]
+        assert "cannot add a member" in data["why_not_added"], data["why_not_added"]
         # as of the run's date: CCS 2020 and Signal's 2021 response said to be later (relay/profiles.py, HISTORY)
         assert data["group_source"] == profile_as_of("signal", date.fromisoformat(start)).group_source
     else:
-        assert "fan group messages out themselves" in data["refused"], data["refused"]
+        assert "fan group messages out themselves" in data["why_not_added"], data["why_not_added"]
         assert "CCS 2020" not in data["group_source"], data["group_source"]
         assert "announced 2019-12-09, after this date" in data["group_source"], data["group_source"]
         assert "'anything about a user's groups" in data["group_source"], data["group_source"]
-        assert "after this date" in report.markdown and "groups v2" not in data["refused"]
+        assert "after this date" in report.markdown and "groups v2" not in data["why_not_added"]
 
 
 def test_the_agency_s_phone_s_records_at_the_relay_are_those_of_any_phone_under_sealed_sender() -> None:
