@@ -90,6 +90,7 @@ __all__ = [
     "Undecryptable",
     "UnsignedDevice",
     "WaitingForSenderKey",
+    "refusal",
     "sign_device",
     "unexpected_answer",
 ]
@@ -210,6 +211,21 @@ class Undecryptable:
     envelope_id: bytes
     sealed: bool
     reason: str = DECRYPTION_FAILED
+
+
+def refusal(event: Undecryptable) -> str | None:
+    """Which refusal ``event`` reports, as the drivers count it: its ``reason`` when the envelope decrypted
+    and was refused (one of ``REFUSAL_REASONS``), None when it did not decrypt (``DECRYPTION_FAILED``). Any
+    other reason is none an agent gives, a programming error: a ValueError naming it (the people's and the
+    agency's counts each read it so, rather than one failing on it and the other taking it silently for a
+    decryption failure)."""
+    reason = event.reason
+    if reason == DECRYPTION_FAILED:
+        return None
+    if reason in REFUSAL_REASONS:
+        return reason
+    known = ", ".join((DECRYPTION_FAILED, *REFUSAL_REASONS))
+    raise ValueError(f"Undecryptable.reason: {wire.quoted(reason)} is none an agent gives (one of {known})")
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ from relaysim.clients.agent import (
     Received,
     SentTranscript,
     Undecryptable,
+    refusal,
     sign_device,
 )
 from relaysim.clients.keys import PreKeySecrets
@@ -852,7 +853,8 @@ class _LiveRun:
         out twice) or an ``Undecryptable``. Counted and transcribed at the end of the run
         (``_unread_records``), when the relay's ids for every copy have reached the senders' drivers.
         ``box``: the mailbox on ``phone`` that could not read it, the device it is counted under."""
-        reason = None if isinstance(event, Duplicate) else event.reason
+        # (a reason no agent gives: a ValueError naming it, as the simulator's counts, clients.agent.refusal)
+        reason = None if isinstance(event, Duplicate) else (refusal(event) or event.reason)
         counted = phone.name if box is None else box.name
         self._unread.append((phone.name, event.envelope_id, self.now(), reason, counted))
 

@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from rich.table import Table
 from rich.text import Text
@@ -924,11 +924,21 @@ def _event(transcript: Path, n: int, line: str, rerun: str) -> dict[str, Any]:
         raise RunFolderError(
             f"{transcript}: line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
         )
-    if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
-        raise RunFolderError(
-            f"{transcript}: line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
-        )
+    try:
+        event_time(event["t"])  # the teaching view and the report print it as a clock
+    except ValueError as exc:
+        raise RunFolderError(f"{transcript}: line {n}: {exc}") from None
     return event
+
+
+def event_time(t: object) -> float:
+    """An event's ``t``, simulated seconds, as the teaching view (show_rows) and the HTML report's timeline
+    print it, read_run having refused the rest of a run's transcript: a ValueError naming ``t`` for what is
+    no finite number (a str, a bool, NaN, Infinity, 1e400, an integer past a float's range: the clocks'
+    floor raised an OverflowError, which neither view's error for an event it cannot read caught)."""
+    if not finite_number(t):
+        raise ValueError(f"t: expected simulated seconds (a number), got {str(t)[:60]!r}")
+    return cast(float, t)
 
 
 # What a run's transcript.jsonl holds once per count of summary.json's "messages": both are written
@@ -1098,7 +1108,7 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     for e in events:
         kind = e["kind"]
-        when = _clock(e["t"])
+        when = _clock(event_time(e["t"]))
         phones = frm = relay = ""
         if kind == "message_accepted":
             recs = e["relay"]

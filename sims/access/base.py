@@ -21,7 +21,7 @@ from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.session import PeerAddress
 from relaysim.relay import wire
 from relaysim.relay.compliance import Disclosure, LegalProcess
-from relaysim.relay.core import RelayCore
+from relaysim.relay.core import Output, RelayCore
 from relaysim.relay.custody import ContentKey
 from relaysim.relay.profiles import Profile
 from relaysim.relay.store import Store
@@ -106,6 +106,9 @@ class World(Protocol):
     def flush_device(self, name: str) -> None: ...  # carry the agent's requests to the relay
     # an envelope the phone could not read was a copy of what it had read: a duplicate, not unread
     def read_already(self, device: str, event: A.Duplicate | A.Undecryptable) -> bool: ...
+    # what the relay made of a request an intervention carried to it itself (the agency's phone's
+    # registration): its records counted as those of any request (the run's relay_records, relay_view)
+    def relay_outputs(self, outputs: Sequence[Output], /) -> None: ...
     def forge_envelope(
         self, to: tuple[str, int], body: bytes, *, sealed: bool, source: tuple[str, int] | None = None
     ) -> bytes: ...

@@ -243,8 +243,9 @@ class GhostDevice(Intervention):
         if isinstance(event, A.Duplicate | A.Undecryptable):
             if world.read_already(device.name, event):
                 return True  # a second copy of what the ghost read: dropped (a duplicate, as a person's)
-            if isinstance(event, A.Undecryptable) and event.reason in self.refused:
-                self.refused[event.reason] += 1  # it decrypted, and the ghost's agent refused it
+            reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
+            if reason is not None:
+                self.refused[reason] += 1  # it decrypted, and the ghost's agent refused it
             else:
                 self.undecryptable += 1
             return True

@@ -55,8 +55,12 @@ class GhostParticipant(Intervention):
         self.demanded_at: float | None = None
         self.added_at: float | None = None
         self.client_change = False
-        self.refused: str | None = None  # why the provider could not add it
+        self.why_not_added: str | None = None  # why the provider could not add it
         self.read: dict[int, dict[str, Any]] = {}  # message id → what the ghost read
+        # what reached the agency's phone and did not decrypt (no copy of what it read), and what did and
+        # its agent refused, by reason: counted as the ghost device's are (sims.access.ghost)
+        self.undecryptable = 0
+        self.refused = dict.fromkeys(A.REFUSAL_REASONS, 0)
         self.seen: list[dict[str, Any]] = []  # each member phone's GroupMembershipChanged naming the ghost
 
     @property
@@ -84,7 +88,7 @@ class GhostParticipant(Intervention):
         gid = group_distribution_id(self.group)
         profile = world.profile
         if profile.group_fanout != "server":
-            self.refused = (
+            self.why_not_added = (
                 f"{profile.title}'s relay holds no member list to add to: "
                 + (
                     "its clients keep each group's state encrypted under a key only the members hold (groups "
@@ -101,7 +105,7 @@ class GhostParticipant(Intervention):
                     "demand": "ghost_participant",
                     "group": self.group,
                     "added": False,
-                    "why": self.refused,
+                    "why": self.why_not_added,
                 }
             )
             return
@@ -145,9 +149,12 @@ class GhostParticipant(Intervention):
         (frame,) = agent.take_outbox()
         assert isinstance(frame, wire.Register)
         conn = ConnectionContext(_AGENCY_CONNECTION, (AGENCY_ADDRESS, 443))
-        world.relay.connect(conn)
-        (answer,) = [o.frame for o in world.relay.handle(conn, frame) if isinstance(o, Reply)]
-        world.relay.disconnect(conn)
+        outputs = world.relay.connect(conn)
+        handled = world.relay.handle(conn, frame)
+        (answer,) = [o.frame for o in handled if isinstance(o, Reply)]
+        outputs += handled
+        outputs += world.relay.disconnect(conn)
+        world.relay_outputs(outputs)  # its connection's and registration's records, as any phone's
         agent.handle(answer)
         d = world.add_device(DeviceSpec(account, 1, world.relay_region, AGENCY_ADDRESS), agent)
         world.start_device(d.name)
@@ -184,6 +191,12 @@ class GhostParticipant(Intervention):
                         "plaintext": text,
                     }
                 )
+        elif isinstance(event, A.Duplicate | A.Undecryptable) and not world.read_already(device.name, event):
+            reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
+            if reason is not None:
+                self.refused[reason] += 1  # it decrypted, and the agency's phone's agent refused it
+            else:
+                self.undecryptable += 1
         return isinstance(event, A.Received | A.Duplicate | A.Undecryptable)  # what it read, or could not
 
     def finish(self) -> list[ExceptionalReport]:
@@ -224,7 +237,7 @@ class GhostParticipant(Intervention):
             "ghost": self.account,
             "demanded_at": self.demanded_at,
             "added_at": self.added_at,
-            "refused": self.refused,
+            "why_not_added": self.why_not_added,
             "client_change": self.client_change,
             "read": sorted(self.read),
             "expected_after_added": [r["message"] for r in rows if r["after_ghost_added"]],
@@ -234,6 +247,8 @@ class GhostParticipant(Intervention):
             "saw_it_added": [first_seen[d] for d in sorted(first_seen)],
             "noticed_by": sorted(d for d, s in first_seen.items() if s["shown_to_user"]),
             "never_looked": [d for d in members if d not in first_seen],
+            "undecryptable": self.undecryptable,
+            "refused": self.refused,
             "rows": rows,
         }
         return [ExceptionalReport("ghost-participant", data, _markdown(data))]
@@ -241,10 +256,10 @@ class GhostParticipant(Intervention):
 
 def _markdown(data: dict[str, Any]) -> str:
     lines = [f"# Ghost participant — {md_text(data['scenario'])}", ""]
-    if data["refused"] is not None:
+    if data["why_not_added"] is not None:
         lines += [
             f"The provider ({data['profile']}) was ordered to add a silent participant to group "
-            f"**{md_text(data['group'])}**, and could not: {data['refused']}.",
+            f"**{md_text(data['group'])}**, and could not: {data['why_not_added']}.",
             "",
             f"- Source: {data['group_source'] or 'the profile names none'}.",
         ]

@@ -293,7 +293,7 @@ def _relay_record(r: dict[str, Any]) -> str:
 
 
 def _timeline_rows(events: list[dict[str, Any]], days: bool) -> tuple[list[str], list[str], int]:
-    from relaysim.sims.report import mailbox_holders, unread_words
+    from relaysim.sims.report import event_time, mailbox_holders, unread_words
 
     boxes = mailbox_holders(events)  # the envelopes a mailbox could not read are its holder's
     sent: dict[Any, dict[str, Any]] = {}
@@ -364,7 +364,7 @@ def _timeline_rows(events: list[dict[str, Any]], days: bool) -> tuple[list[str],
         total += 1
         if len(rows) >= TIMELINE_LIMIT:
             continue
-        t = _e(_clock(float(e.get("t", 0)), days))
+        t = _e(_clock(event_time(e.get("t", 0)), days))
         data = _e(" ".join(sorted(p for p in who if p)))
         if note:
             cls = "note exceptional" if kind not in ("legal_process_served", "disclosure") else "note"

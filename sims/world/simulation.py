@@ -891,6 +891,13 @@ class Simulation:
         d = self.devices.get(name) or self.added_devices.get(name)
         return d is not None and d.online and d.agent.authenticated
 
+    def relay_outputs(self, outputs: Sequence[Reply | Push | MetadataRecord], /) -> None:
+        """What the relay made of a request an intervention carried to it on a connection of its own (the
+        agency's phone's registration, sims.access.ghost_participant): its records counted with every
+        other (SimulationResult.relay_records, ``relay_view``); a reply on a connection no device's link
+        holds goes nowhere (the intervention reads it itself)."""
+        self._relay_outputs(list(outputs))
+
     def flush_device(self, name: str) -> None:
         """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
         d = self.devices.get(name) or self.added_devices.get(name)
@@ -1382,9 +1389,10 @@ class Simulation:
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": reader, "message": mid})
             else:
                 record = {"t": t, "kind": "undecryptable", "device": reader, "message": mid}
-                if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
-                    self.refused[event.reason] += 1
-                    record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+                reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
+                if reason is not None:
+                    self.refused[reason] += 1
+                    record["reason"] = reason  # it opened: refused for its identity key, or a self-send
                     self._outcome(box or d, 1)
                 else:
                     self.undecryptable += 1
@@ -1431,8 +1439,9 @@ class Simulation:
             self._outcome(d, 0)
         else:
             record["kind"] = "undecryptable"
-            if isinstance(event, A.Undecryptable) and event.reason in REFUSAL_REASONS:
-                record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+            reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
+            if reason is not None:
+                record["reason"] = reason  # it opened: refused for its identity key, or a self-send
                 self._outcome(d, 1)
             else:
                 self._outcome(d, 2)

@@ -624,10 +624,51 @@ def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
     # the ghost read the message once (a second read is no second message read)
     (data,) = [json.loads(f.read_text(encoding="utf-8")) for f in (tmp_path / "exceptional").glob("*.json")]
     assert (mid in data["read"]) == (how == "twice"), data["read"]
+    # its report counts what it could not read as summary.json does (ghost-participant.json had no counts)
+    assert data["undecryptable"] == env["agency"]["undecryptable"], data
+    assert data["refused"] == {
+        reason: sum(e.get("reason") == reason for e in mine) for reason in A.REFUSAL_REASONS
+    }, data
+    assert sum(data["refused"].values()) == env["agency"]["refused"], data
     # relaysim show words each record as the people's
     shown = " ".join(report.render_show(tmp_path, limit=None, width=400).split())
     words = "dropped a second copy of" if how == "twice" else "refused" if how == "refused" else "could not"
     assert f"{ghost} {words}" in shown, shown[-2000:]
+
+
+class _UnknownReason(Simulation):
+    """A run in which the first planned message read by a person's phone (``agency`` False) or by the
+    agency's (True) is reported instead as an ``Undecryptable`` with a reason no agent gives."""
+
+    agency = False
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        if (
+            type(event) is A.Received
+            and self.envelope_message.get(event.envelope_id) is not None
+            and ((box or d).name in self.interventions.agency_devices()) == self.agency
+        ):
+            event = A.Undecryptable(event.envelope_id, event.sealed, "mangled")
+        super()._agent_event(d, event, box)
+
+
+@pytest.mark.parametrize(
+    ("name", "agency"),
+    [("two-friends", False), ("ghost-device", False), ("ghost-device", True), ("ghost-participant", True)],
+)
+def test_a_reason_no_agent_gives_is_one_error_naming_it_for_the_people_and_the_agency(
+    name: str, agency: bool
+) -> None:
+    """An ``Undecryptable`` whose reason is none of clients.agent's was a KeyError on the people's path
+    (``self.refused[event.reason]``) and counted as a decryption failure, silently, on the agency's
+    (Simulation._agency_event, the ghost device's and the ghost participant's own counts). It is a
+    programming error: both paths now raise the same ValueError naming it (clients.agent.refusal)."""
+    sim = type("Sim", (_UnknownReason,), {"agency": agency})(resolve_scenario(name))
+    known = "decryption_failed, untrusted_identity, sealed_sender_self_send"
+    with pytest.raises(
+        ValueError, match=rf"^Undecryptable\.reason: 'mangled' is none an agent gives \(one of {known}\)$"
+    ):
+        sim.run()
 
 
 def test_a_live_run_whose_wait_after_the_end_runs_out_says_so(

@@ -5,6 +5,7 @@ state the provider has no list to add to."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from relaysim.clients import agent as A
 from relaysim.clients.identity import IdentityChanged
+from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.profiles import get_profile, profile_as_of
 from relaysim.sims.cli import main
 from relaysim.sims.scenario import (
@@ -44,7 +46,7 @@ def test_the_ghost_reads_every_group_message_after_it_was_added_and_the_members_
     tmp_path: Path,
 ) -> None:
     data, result = _run(tmp_path)
-    assert data["added_at"] == 7200.0 and data["refused"] is None
+    assert data["added_at"] == 7200.0 and data["why_not_added"] is None
     assert data["read"] == data["expected_after_added"] == [3, 4, 5]
     assert data["matches_ground_truth"]
     assert data["noticed_by"] == ["lena/1", "omar/1", "sam/1"]
@@ -63,7 +65,7 @@ def test_a_client_changed_not_to_show_membership_changes_leaves_no_one_noticing(
 def test_under_signal_the_server_has_no_member_list_to_add_a_ghost_to(tmp_path: Path) -> None:
     data, result = _run(tmp_path, profile="signal")
     assert data["added_at"] is None and data["read"] == []
-    assert "encrypted" in data["refused"] and "cannot add a member" in data["refused"]
+    assert "encrypted" in data["why_not_added"] and "cannot add a member" in data["why_not_added"]
     assert data["saw_it_added"] == []
     assert all(m.lost is None for m in result.messages)
 
@@ -138,15 +140,54 @@ def test_a_signal_run_before_groups_v2_reads_signals_groups_as_they_were(
     data = report.data
     assert data["added_at"] is None and data["group_state_encrypted"] is v2
     if v2:
-        assert "cannot add a member" in data["refused"], data["refused"]
+        assert "cannot add a member" in data["why_not_added"], data["why_not_added"]
         # as of the run's date: CCS 2020 and Signal's 2021 response said to be later (relay/profiles.py, HISTORY)
         assert data["group_source"] == profile_as_of("signal", date.fromisoformat(start)).group_source
     else:
-        assert "fan group messages out themselves" in data["refused"], data["refused"]
+        assert "fan group messages out themselves" in data["why_not_added"], data["why_not_added"]
         assert "CCS 2020" not in data["group_source"], data["group_source"]
         assert "announced 2019-12-09, after this date" in data["group_source"], data["group_source"]
         assert "'anything about a user's groups" in data["group_source"], data["group_source"]
-        assert "after this date" in report.markdown and "groups v2" not in data["refused"]
+        assert "after this date" in report.markdown and "groups v2" not in data["why_not_added"]
+
+
+def test_the_agency_s_phone_s_records_at_the_relay_are_those_of_any_phone_under_sealed_sender() -> None:
+    """The agency's phone registers like any phone, and, under sealed sender, asks for a sender
+    certificate at each login like any phone (Simulation._agent_event's LoggedIn: its login is the world's,
+    not the intervention's). Its registration was carried to the relay by the intervention itself, and
+    the records the relay made of it (the connection, the registration, the disconnect) were dropped: in
+    no count of the run (summary.json's relay_records named 3 registrations for 4 phones) nor its relay
+    view. Now the relay's records of each phone, kind by kind, are those of any phone."""
+    sc = resolve_scenario("ghost-participant")
+    sc = replace(sc, relay=replace(sc.relay, sealed_sender=True))
+    records: list[MetadataRecord] = []
+    sim = Simulation(sc, relay_view=records.append)
+    result = sim.run()
+    (phone,) = sim.interventions.agency_devices()
+    kinds: dict[str, Counter[str]] = {}
+    queued: Counter[str] = Counter()
+    for r in records:
+        if r.account is not None:
+            kinds.setdefault(f"{r.account}/{r.device}", Counter())[r.kind.value] += 1
+        if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND):
+            queued[f"{r.recipient_account}/{r.recipient_device}"] += 1
+    assert sorted(kinds) == sorted(["omar/1", "lena/1", "sam/1", phone])
+    for name, kind in kinds.items():  # each phone registered once, and got a certificate at each login
+        assert kind["registration"] == 1 and kind["sender_certificate"] == kind["authentication"] >= 1, (
+            name,
+            kind,
+        )
+        assert kind["delivery"] == kind["acknowledgement"] == queued[name] > 0, (name, kind, queued[name])
+    # the agency's phone only reads: what any phone does at its login and to read, no more
+    assert set(kinds[phone]) == {
+        "registration",
+        "authentication",
+        "sender_certificate",
+        "delivery",
+        "acknowledgement",
+    }
+    assert result.relay_records["registration"] == 4, result.relay_records
+    assert result.relay_records["sender_certificate"] == sum(k["authentication"] for k in kinds.values())
 
 
 class _AgencyReports(Simulation):

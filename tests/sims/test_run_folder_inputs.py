@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -238,6 +239,28 @@ def test_show_and_report_name_an_event_time_that_is_no_number(
     )
     for command in ("show", "report"):
         refused(capsys, [command, str(run)], "transcript.jsonl", f"line {n}: t: expected simulated seconds")
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e400", "-Infinity", "1" + "0" * 400, '"ten"'])
+def test_the_views_read_an_event_time_that_is_no_number_as_read_run_does(tf_run: Path, value: str) -> None:
+    """read_run refuses such a time first; a direct caller of the teaching view's rows (show_rows) or the
+    HTML report's timeline (_timeline_rows) handing it Infinity or 1e400 got an OverflowError from the
+    clock, caught by neither view's error for an event it cannot read (_UNREAD_ERRORS, _TIMELINE_ERRORS).
+    Now both raise read_run's words, a ValueError each view's error catches."""
+    from relaysim.sims.report import _UNREAD_ERRORS, first_unread, read_run, show_rows
+    from relaysim.sims.reports.html import _TIMELINE_ERRORS, _timeline_rows
+
+    events, _summary = read_run(tf_run)
+    n = next(i for i, e in enumerate(events) if e["kind"] == "message_accepted")
+    events[n] = {**events[n], "t": json.loads(value)}
+    said = f"t: expected simulated seconds (a number), got {str(events[n]['t'])[:60]!r}"
+    for view, errors in (
+        (show_rows, _UNREAD_ERRORS),
+        (lambda es: _timeline_rows(es, False), _TIMELINE_ERRORS),
+    ):
+        with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+            view(events)
+        assert first_unread(events, view, errors) == n + 1  # the line read_run would have named
 
 
 @pytest.mark.parametrize(
