@@ -1019,22 +1019,11 @@ class Message:
         names, fields, plain = cls._decode_plan()
         for key in raw:
             if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
-                got = f"must be strings; got the {_type_name(key)} key {quoted(key)}"
-                raise _in_map(
-                    LocalProtocolError(
-                        ErrorCode.WRONG_TYPE, f"the keys of {_where(cls)} {got}", field=_key_name(key)
-                    ),
-                    lambda where, got=got: f"the keys of {where} {got}",
-                )
+                got = f" must be strings; got the {_type_name(key)} key {quoted(key)}"
+                raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got)
             if key not in names:
-                shown = quoted(key)
                 raise _in_map(
-                    LocalProtocolError(
-                        ErrorCode.UNKNOWN_FIELD,
-                        f"unknown field {shown} in {_where(cls)}",
-                        field=_key_name(key),
-                    ),
-                    lambda where, shown=shown: f"unknown field {shown} in {where}",
+                    ErrorCode.UNKNOWN_FIELD, _key_name(key), f"unknown field {quoted(key)} in ", cls
                 )
         values: list[tuple[str, _Spec, Any]] = []
         for name, spec, default in fields:
@@ -2002,14 +1991,17 @@ def _where(cls: type[Message]) -> str:
     return f"a {kind!r} frame" if isinstance(kind, str) else "the map"
 
 
-def _in_map(error: LocalProtocolError, say: Callable[[str], str]) -> LocalProtocolError:
-    """``error``, about a key of a map, said again by ``say`` of that map's path once a map holding it
-    knows the path (``error.field`` is the key's: the map's is that without its last step)."""
-    key = error.field or ""
+def _in_map(
+    code: ErrorCode, key: str, before: str, cls: type[Message], after: str = ""
+) -> LocalProtocolError:
+    """The refusal of the key ``key`` (its field, as :func:`_key_name` names it) of a map of ``cls``:
+    ``before``, the map (:func:`_where`), ``after``; said again of that map's path once a map holding it
+    knows the path (the key's path without its last step)."""
+    error = LocalProtocolError(code, f"{before}{_where(cls)}{after}", field=key)
 
     def by_path(path: str) -> str:
-        where = path[: len(path) - len(key)] if key and path.endswith(key) else path
-        return say(where[:-1] if where.endswith(".") else where)
+        where = path[: len(path) - len(key)] if path.endswith(key) else path
+        return f"{before}{where.removesuffix('.')}{after}"
 
     error.by_path = by_path
     return error

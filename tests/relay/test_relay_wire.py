@@ -1800,7 +1800,9 @@ def test_the_out_of_range_cases_put_a_fault_in_the_last_item_of_a_longer_list_to
     cased = {(c[0].split("-", 1)[0], c[3]) for c in _OUT_OF_RANGE}
     firsts = {(kind, path) for kind, path in cased if "[0]" in path}
     assert {(kind, path.replace("[0]", "[2]", 1)) for kind, path in firsts} <= cased
-    data, request_id, path = next(c[1:] for c in _OUT_OF_RANGE if c[0].startswith("send-envelopes[2].device"))
+    data, request_id, _path = next(
+        c[1:] for c in _OUT_OF_RANGE if c[0].startswith("send-envelopes[2].device")
+    )
     sent = msgpack.unpackb(data[4:])["envelopes"]
     assert len(sent) == 3 and all(1 <= item["device"] <= 127 for item in sent[:2])  # (only the last at fault)
     e = _decoding_error(data)
