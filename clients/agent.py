@@ -1650,7 +1650,9 @@ class DeviceAgent:
                 # The one held (if any) is kept: the sends waiting go with it while it is still good
                 # for them, else fail now (asking again would be a loop with a relay that answers so
                 # each time); the next sealed send asks again.
-                message = f"the relay's sender certificate is refused: {exc}"
+                # (named as the wire names a field: by its path and the frame's kind, docs/protocol.md Errors)
+                where = f"certificate in a {wire.quoted(frame.kind)} frame"
+                message = f"the relay's sender certificate ({where}) is refused: {exc}"
                 self._events.append(Failed(kind, "bad_certificate", message))
                 fallback = self._held_certificate_usable()
                 for out in waiting:
@@ -1885,7 +1887,9 @@ class DeviceAgent:
         if proof is None:
             return KeyLogChecked(account, 0, (), devices, "the relay sent no key-log proof")
         try:
-            server = self._key_log_key(proof.server_certificate)
+            server = self._key_log_key(
+                proof.server_certificate, f"key_log.server_certificate in a {wire.quoted(frame.kind)} frame"
+            )
         except _KeyLogRefused as exc:
             return KeyLogChecked(account, 0, (), devices, str(exc))
         h = proof.head
@@ -1923,15 +1927,16 @@ class DeviceAgent:
         heads.append(head)
         del heads[:-KEPT_KEY_LOG_HEADS]
 
-    def _key_log_key(self, certificate: bytes) -> bytes:
-        """The server key that signs the log's heads, from its certificate checked against the trust root."""
+    def _key_log_key(self, certificate: bytes, where: str) -> bytes:
+        """The server key that signs the log's heads, from its certificate checked against the trust root;
+        ``where``: the certificate's field in the relay's frame, by its path and the frame's kind."""
         if self.trust_root is None:
             raise _KeyLogRefused("no trust root to check the server certificate")
         try:
             cert = ServerCertificate.decode(certificate)
             cert.verify(self.trust_root)
         except CertificateError as exc:
-            raise _KeyLogRefused(f"server certificate: {exc}") from None
+            raise _KeyLogRefused(f"server certificate ({where}): {exc}") from None
         self._key_log_server = cert.public_key
         return cert.public_key
 
@@ -2025,7 +2030,9 @@ class DeviceAgent:
         if isinstance(frame, wire.ErrorFrame):
             raise _KeyLogRefused(f"the relay refused: {frame.code}: {frame.message}")
         if isinstance(frame, wire.KeyLogHeadResponse):
-            server = self._key_log_key(frame.server_certificate)
+            server = self._key_log_key(
+                frame.server_certificate, f"server_certificate in a {wire.quoted(frame.kind)} frame"
+            )
             h = frame.head
             head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
             if not head.verify(server):
@@ -2046,7 +2053,8 @@ class DeviceAgent:
                 try:
                     wire.kt_leaf_decode(leaf)
                 except ValueError as exc:
-                    raise _KeyLogRefused(f"key log entry {have + i}: {exc}") from None
+                    where = f"entries[{i}] in a {wire.quoted(frame.kind)} frame"
+                    raise _KeyLogRefused(f"key log entry {have + i} ({where}): {exc}") from None
             audit.leaves.extend(frame.entries)
         else:
             raise _KeyLogRefused(f"the relay answered {frame.kind!r} to a key log request")

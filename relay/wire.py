@@ -402,6 +402,9 @@ class ProtocolError(Exception):
         self.message = message
         self.field = field
         self.request_id = request_id
+        # How the message is said of the field's whole path, when a map inside a frame refused it: that
+        # map knows its own keys, not where it is ("envelopes[1].device is missing", never its type's name).
+        self.by_path: Callable[[str], str] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value!r}, {self.message!r}, field={self.field!r})"
@@ -650,7 +653,7 @@ class _UInt(_Spec):
     def __init__(self, low: int = 0, high: int = _UINT32_MAX, why: str = "") -> None:
         self.low, self.high = low, high
         self.describe = "an unsigned integer"
-        self.why = why  # (said after the range: where it comes from)
+        self.why = why  # (said after the range, before the value: where the range comes from)
 
     def check(self, value: Any, name: str) -> Any:
         if type(value) is not int:  # bool is an int subclass; it is not an int on the wire
@@ -658,7 +661,7 @@ class _UInt(_Spec):
         if not self.low <= value <= self.high:
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,
-                f"{name} must be from {self.low} to {self.high}, got {value}{self.why}",
+                f"{name} must be from {self.low} to {self.high}{self.why}, got {value}",
                 field=name,
             )
         return value
@@ -754,11 +757,15 @@ class _Struct(_Spec):
         except ProtocolError as e:
             field = _prefixed(name, e.field)
             message = e.message
-            if e.field and field != e.field and message.startswith(f"{e.field} "):
+            if e.by_path is not None and field:
+                message = e.by_path(field)  # (the map's refusal of its key, said by the key's path)
+            elif e.field and field != e.field and message.startswith(f"{e.field} "):
                 # said by its path, as its field is: "device must be from 1 to 127" did not say which
                 # envelope's ("envelopes[1].device must be ...")
                 message = f"{field}{message[len(e.field) :]}"
-            raise LocalProtocolError(e.code, message, field=field) from None
+            refused = LocalProtocolError(e.code, message, field=field)
+            refused.by_path = e.by_path  # (a map inside a map: said again by the longer path)
+            raise refused from None
 
     def to_wire(self, value: Any) -> Any:
         return value.to_wire()
@@ -1012,25 +1019,22 @@ class Message:
         names, fields, plain = cls._decode_plan()
         for key in raw:
             if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
-                raise LocalProtocolError(
-                    ErrorCode.WRONG_TYPE,
-                    f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {quoted(key)}",
-                    field=_key_name(key),
-                )
+                got = f" must be strings; got the {_type_name(key)} key {quoted(key)}"
+                raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got)
             if key not in names:
-                raise LocalProtocolError(
-                    ErrorCode.UNKNOWN_FIELD,
-                    f"unknown field {quoted(key)} in {_where(cls)}",
-                    field=_key_name(key),
+                raise _in_map(
+                    ErrorCode.UNKNOWN_FIELD, _key_name(key), f"unknown field {quoted(key)} in ", cls
                 )
         values: list[tuple[str, _Spec, Any]] = []
         for name, spec, default in fields:
             if name in raw:
                 values.append((name, spec, spec.from_wire(raw[name], name)))
             elif default is _NO_DEFAULT:
-                raise LocalProtocolError(
-                    ErrorCode.MISSING_FIELD, f"{cls.__name__} is missing required field {name!r}", field=name
-                )
+                # Said by its path, as its field is: the map it is missing from is named by where it is
+                # (its type's name is this side's, not the protocol's).
+                missing = LocalProtocolError(ErrorCode.MISSING_FIELD, f"{name} is missing", field=name)
+                missing.by_path = lambda path: f"{path} is missing"
+                raise missing
             elif plain:
                 values.append((name, spec, default() if type(default) is _Factory else default))
         if not plain:
@@ -1981,9 +1985,26 @@ def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) ->
 
 
 def _where(cls: type[Message]) -> str:
-    """How an error names the map a key is in: a frame by its kind, a map inside one by its type."""
+    """How an error names the map a key is in: a frame by its kind; a map inside one by its path, which
+    the map does not know (:func:`_in_map` says it), and never by its type's name, which is this side's."""
     kind = getattr(cls, "kind", None)
-    return f"a {kind!r} frame" if isinstance(kind, str) else cls.__name__
+    return f"a {kind!r} frame" if isinstance(kind, str) else "the map"
+
+
+def _in_map(
+    code: ErrorCode, key: str, before: str, cls: type[Message], after: str = ""
+) -> LocalProtocolError:
+    """The refusal of the key ``key`` (its field, as :func:`_key_name` names it) of a map of ``cls``:
+    ``before``, the map (:func:`_where`), ``after``; said again of that map's path once a map holding it
+    knows the path (the key's path without its last step)."""
+    error = LocalProtocolError(code, f"{before}{_where(cls)}{after}", field=key)
+
+    def by_path(path: str) -> str:
+        where = path[: len(path) - len(key)] if path.endswith(key) else path
+        return f"{before}{where.removesuffix('.')}{after}"
+
+    error.by_path = by_path
+    return error
 
 
 def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Frame:
@@ -2013,7 +2034,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                 request_id=refused.request_id,
             ) from None
         if isinstance(e, msgpack.ExtraData):  # (msgpack says "unpack(b) received extra data.")
-            reason = _follows(len(e.extra), "its first (a frame's length counts its map alone)")
+            reason = _follows(len(e.extra), _AFTER_FRAME_MAP)
             request_id = _first_value_id(body)
         else:  # (msgpack says "Unpack failed: incomplete input", or nothing at all)
             reason, request_id = _unreadable(body, e)
@@ -2138,6 +2159,11 @@ def _past_bound(body: bytes | bytearray, at: int, bounds: Mapping[str, int]) -> 
     return bound is not None and bound[0] in bounds and bound[1] > bounds[bound[0]]
 
 
+# What bytes after a frame body's first value follow (said before the frame's kind, "(in a 'send' frame)":
+# no parenthesis of its own, so that one closes the message).
+_AFTER_FRAME_MAP: Final = "its first value, which a frame's length counts alone"
+
+
 def _follows(extra: int, after: str) -> str:
     """How an error says the bytes after a body's first value: ``after`` names that value."""
     return f"{extra:,} {'byte follows' if extra == 1 else 'bytes follow'} {after}"
@@ -2148,7 +2174,7 @@ def _unreadable(
     error: Exception,
     length: str = "the frame's length",
     bounds: Mapping[str, int] | None = None,
-    after: str = "its first (a frame's length counts its map alone)",
+    after: str = _AFTER_FRAME_MAP,
 ) -> tuple[str, int]:
     """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
     protocol's words rather than msgpack's ("Unpack failed: incomplete input", "2000 exceeds

@@ -442,7 +442,9 @@ def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) ->
 
     alice.send_text("bob", b"sealed", ref="s", sealed=True)
     events = _answer_forged(w, alice, forge)
-    message = f"the relay's sender certificate is refused: {why}"
+    message = (
+        f"the relay's sender certificate (certificate in a 'sender_certificate' frame) is refused: {why}"
+    )
     assert [(type(e), getattr(e, "ref", None)) for e in events] == [
         (Failed, "get_sender_certificate"),
         (Accepted, "s"),
@@ -558,7 +560,10 @@ def test_a_bad_first_sender_certificate_leaves_the_agent_without_one() -> None:
     alice.request_certificate()
     (request,) = alice.take_outbox()
     events = alice.handle(wire.SenderCertificateResponse(id=request.id, certificate=b"\x92\xc0\xc0"))
-    message = "the relay's sender certificate is refused: sender certificate: fields have the wrong types"
+    message = (
+        "the relay's sender certificate (certificate in a 'sender_certificate' frame) is refused: sender "
+        "certificate: fields have the wrong types"
+    )
     assert events == [Failed("get_sender_certificate", "bad_certificate", message)]
     assert alice.certificate is None
 

@@ -441,7 +441,8 @@ async def test_a_sender_certificate_the_agent_refuses_is_the_awaited_requests_re
         assert (info.value.kind, info.value.code, info.value.message) == (
             "get_sender_certificate",
             "bad_certificate",
-            "the relay's sender certificate is refused: sender certificate: not one msgpack value: 16 bytes "
+            "the relay's sender certificate (certificate in a 'sender_certificate' frame) is refused: sender "
+            "certificate: not one msgpack value: 16 bytes "
             "follow its first value",
         )
         assert conn.agent.certificate is None

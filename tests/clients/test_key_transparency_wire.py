@@ -244,7 +244,8 @@ def test_malformed_proofs_and_heads_give_a_clear_error() -> None:
     audited = w.audit("alice", bad_entry)
     assert (
         audited.reason
-        == "key log entry 1: key transparency leaf: not one msgpack value: it holds the byte 0xc1, which begins no msgpack value"
+        == "key log entry 1 (entries[1] in a 'key_log_entries' frame): key transparency leaf: not one msgpack value: "
+        "it holds the byte 0xc1, which begins no msgpack value"
     )
 
     head = kt.TreeHead(4, 1, bytes(32), bytes(64))
@@ -259,6 +260,38 @@ def test_malformed_proofs_and_heads_give_a_clear_error() -> None:
         kt.decode_head(b"\xc1")
     with pytest.raises(kt.ProofError, match="its signature does not verify"):
         w.agents["bob"].compare_key_log_head(kt.encode_head(head))
+
+
+def test_a_server_certificate_that_is_no_msgpack_is_refused_naming_its_field_and_the_frame_s_kind() -> None:
+    """A server certificate read out of a frame (a bundle's key_log.server_certificate, a key_log_head's
+    server_certificate) was refused as "server certificate: not one msgpack value: ...": which field of
+    which frame, not said. Now by its path and the frame's kind, as the wire names a field."""
+    w = World()
+
+    def bad_bundle(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.Bundle) and frame.key_log is not None:
+            return dataclasses.replace(
+                frame, key_log=dataclasses.replace(frame.key_log, server_certificate=b"\xc1")
+            )
+        return frame
+
+    w.agents["bob"].send_text("alice", b"hello", ref=1)
+    (checked,) = [e for e in w.run("bob", bad_bundle) if isinstance(e, KeyLogChecked)]
+    assert checked.reason == (
+        "server certificate (key_log.server_certificate in a 'bundle' frame): server certificate: not one "
+        "msgpack value: it holds the byte 0xc1, which begins no msgpack value"
+    )
+
+    def bad_head(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.KeyLogHeadResponse):
+            return dataclasses.replace(frame, server_certificate=b"")
+        return frame
+
+    audited = w.audit("alice", bad_head)
+    assert audited.reason == (
+        "server certificate (server_certificate in a 'key_log_head' frame): server certificate: not one "
+        "msgpack value: it is empty (0 bytes)"
+    )
 
 
 def test_the_relay_refuses_impossible_key_log_questions_naming_the_field() -> None:

@@ -121,6 +121,52 @@ def _at(obj: Any, path: tuple[Any, ...]) -> Any:
     return obj
 
 
+def _longer(value: Any, spec: Any) -> Any:
+    """A field's wire value with each list in it that takes three items or more made three long at least
+    (copies of its first item after it, each made its own), so that its last item is not its first or
+    second."""
+    while isinstance(spec, wire._Optional):
+        spec = spec.inner
+    if isinstance(spec, wire._Struct) and type(value) is dict:
+        specs = {name: sub for name, sub, _default in spec.cls._specs()}
+        return {k: _longer(v, specs[k]) if k in specs else v for k, v in value.items()}
+    if isinstance(spec, wire._List) and type(value) is list and value:
+        items = [_longer(v, spec.item) for v in value]
+        while spec.max_items >= 3 and len(items) < 3:
+            item = copy.deepcopy(items[0])
+            # (each its own, after the others, for lists that take no item twice, or sorted: a prekey's id, a
+            # write key, a member; else the copy, not the last item's fault, is refused)
+            if type(item) is dict and type(item.get("id")) is int:
+                item["id"] = max(i["id"] for i in items) + 1
+            elif type(item) is bytes and item:
+                top = max(items)
+                item = (int.from_bytes(top, "big") + 1).to_bytes(len(top), "big")
+            elif type(item) is str:
+                item = max(items) + "2"
+            items.append(item)
+        return items
+    return value
+
+
+def _last_items(seed: wire.Request) -> tuple[dict[Any, Any], list[tuple[Any, ...]]]:
+    """``seed``'s wire map with its lists made three long (:func:`_longer`), and the places inside the last
+    item of a list of three or more (each list it passes through by its last item): the attacks on a list
+    once changed its first item alone (``envelopes[0]``), and a check that stopped early passed."""
+    frame = _wire_map(seed)
+    specs = {name: spec for name, spec, _default in type(seed)._specs()}
+    frame = {k: _longer(v, specs[k]) if k in specs and k != "id" else v for k, v in frame.items()}
+    places = []
+    for path in _paths(frame):
+        steps = [(i, k) for i, k in enumerate(path) if type(k) is int]
+        if (
+            steps
+            and all(k == len(_at(frame, path[:i])) - 1 for i, k in steps)
+            and max(k for _, k in steps) >= 2
+        ):
+            places.append(path)
+    return frame, places
+
+
 # Keys as long as a frame allows: an error about one must still fit an error frame (4,096 characters).
 LONG_KEYS = ["k" * 5000, b"k" * 5000]
 map_keys = (
@@ -266,11 +312,16 @@ def test_a_valid_frame_split_at_every_byte_or_behind_a_lying_length_prefix(seed:
         _check_decoder_error(raised.value, f"{seed.kind} behind a length of {length}")
 
 
-def _server_attacks(seeds: list[wire.Request]) -> Iterator[tuple[str, bytes, bool]]:
+def _server_attacks(
+    seeds: list[wire.Request], paths: dict[str, tuple[Any, ...]] | None = None
+) -> Iterator[tuple[str, bytes, bool]]:
     """(what, bytes, whether to end the stream after them): for every kind, each top-level field left
     out and given values of three other msgpack types (in turn, so that over the kinds each field
     meets every type; test_a_mutated_frame_of_any_kind... and the longer run in the report try them
-    all), a nested field replaced, an extra field, the kind another's, the length prefix lying."""
+    all), a nested field replaced (in a list's first item, and in the last of a list of three), an extra
+    field, the kind another's, the length prefix lying. ``paths``: the place each nested attack changed,
+    by what it is called."""
+    paths = {} if paths is None else paths
     types_ = [None, True, 2**64 - 1, -1, 1.5, "bob", b"\x00" * 16, [1], {"a": 1}, msgpack.ExtType(1, b"x"), 0]
     turn = 0
     for seed in seeds:
@@ -289,6 +340,12 @@ def _server_attacks(seeds: list[wire.Request]) -> Iterator[tuple[str, bytes, boo
             left_out = copy.deepcopy(frame)
             del _at(left_out, path[:-1])[path[-1]]
             variants.append((f"{seed.kind}: {path} left out", left_out))
+        longer, last_places = _last_items(seed)
+        for path in [p for p in last_places if len(p) <= 3]:  # (the last item of a list of three)
+            changed = copy.deepcopy(longer)
+            _at(changed, path[:-1])[path[-1]] = "x"
+            paths[f"{seed.kind}: {path} = 'x'"] = path
+            variants.append((f"{seed.kind}: {path} = 'x'", changed))
         variants.append((f"{seed.kind}: extra field", {**frame, "extra": 1}))
         variants.extend((f"{seed.kind}: a long {type(k).__name__} key", {**frame, k: 1}) for k in LONG_KEYS)
         variants.append(
@@ -301,6 +358,38 @@ def _server_attacks(seeds: list[wire.Request]) -> Iterator[tuple[str, bytes, boo
         for length in (0, 2**32 - 1, wire.DEFAULT_MAX_FRAME_SIZE + 1):
             yield f"{seed.kind} behind a length of {length}", struct.pack(">I", length) + body, False
         yield f"{seed.kind} behind a long length, then the end", struct.pack(">I", len(body) + 9) + body, True
+
+
+def test_the_attacks_change_the_last_item_of_a_list_of_three_too_and_each_refusal_names_its_path() -> None:
+    """The attacks changed a list's first item alone: a fault in a later one was never sent (the out-of-range
+    cases had [1] only). Each list of every kind that takes three items is sent three long with its last
+    item's fields changed, by both attacks; each refusal about a field names that item by its own index."""
+    keys = _keys()
+    server_paths: dict[str, tuple[Any, ...]] = {}
+    attacks = {what: data for what, data, _end in _server_attacks(_seeds(keys), server_paths)}
+    every_paths: dict[str, tuple[Any, ...]] = {}
+    every = {
+        what: data
+        for what, data, _end in _every_type_in_every_field(keys, every_paths)
+        if type(data) is bytes
+    }
+    reached = {p[0] for p in server_paths.values()} & {p[0] for p in every_paths.values() if 2 in p}
+    assert {"envelopes", "kem_prekeys", "members", "contacts", "envelope_ids"} <= reached, reached
+    wrong = []
+    for cases, named in ((attacks, server_paths), (every, every_paths)):
+        for what, path in named.items():
+            if not any(type(k) is int and k >= 2 for k in path):
+                continue
+            decoder = wire.FrameDecoder("relay")
+            decoder.receive_data(cases[what])
+            try:
+                decoder.next_frame()
+            except wire.RemoteProtocolError as e:
+                said = "".join(f"[{k}]" if type(k) is int else f".{k}" for k in path).lstrip(".")
+                item = said[: said.rindex("]") + 1]  # (the last item: "envelopes[2]")
+                if e.code in FIELD_CODES and not (_names(e.field or "", path) and item in e.message):
+                    wrong.append((what, e.field, e.message))
+    assert not wrong, wrong[:5]
 
 
 def _decodes(data: bytes) -> bool:
@@ -497,11 +586,15 @@ def _every_type_in_every_field(
     attacks: list[tuple[str, bytes | Pieces, bool]] = []
     for seed in _seeds(keys):
         frame = _wire_map(seed)
-        for path in _paths(frame):
-            if path[0] in ("v", "kind") or any(type(k) is int and k for k in path):
-                continue  # (v and kind: the other live attacks; the other items are checked as the first)
+        longer, last_places = _last_items(seed)
+        places = [(frame, p) for p in _paths(frame) if not any(type(k) is int and k for k in p)]
+        for within, path in [*places, *((longer, p) for p in last_places)]:
+            if path[0] in ("v", "kind"):
+                continue  # (v and kind: the other live attacks)
+            # (a list's first item, and the last of a list of three: a check that read the first alone, or
+            # stopped early, or named a later item's fault by another index, is caught)
             for value in EVERY_TYPE:
-                changed = copy.deepcopy(frame)
+                changed = copy.deepcopy(within)
                 _at(changed, path[:-1])[path[-1]] = value
                 what = f"{seed.kind} (id {seed.id}): {path} = {value!r}"
                 paths[what] = path
@@ -538,7 +631,7 @@ async def test_a_live_server_answers_every_type_in_every_field_of_every_kind_and
         and not _names(e.field or "", paths[w])
         and f"{paths[w][-1]}" not in e.message  # (a bound between two fields: second below first, by first)
     ]
-    assert not elsewhere, elsewhere[:5]
+    assert not elsewhere, [(w, e.field, e.message) for w, e in elsewhere]
 
 
 def _names(field: str, path: tuple[Any, ...]) -> bool:

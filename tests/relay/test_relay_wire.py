@@ -258,7 +258,7 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
             msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": "a"}),
             wire.ErrorCode.MISSING_FIELD,
             "device",
-            "'device'",
+            "device is missing",
         ),
         (
             msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": b"a", "device": 1}),
@@ -959,8 +959,8 @@ def test_bytes_after_the_body_s_value_are_said_in_so_many_words() -> None:
         e = _decoding_error(_frame(P(BASE) + extra, raw=True))
         assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 9)
         assert e.message == (
-            f"frame body is not one msgpack value: {said} its first (a frame's length counts its map alone)"
-            " (in a 'ping' frame)"
+            f"frame body is not one msgpack value: {said} its first value, which a frame's length counts alone"
+            " (in a 'ping' frame)"  # (one clause in parentheses, the frame's kind: not two in a row)
         )
 
 
@@ -1371,7 +1371,8 @@ def test_a_device_id_outside_1_to_127_is_refused_wherever_a_frame_names_one(
     assert callable(body)
     e = _decoding_error(_frame(body(device)), role)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, field, 9), e
-    assert f"must be from 1 to 127, got {device} (a device id" in e.message
+    assert f"{field} must be from 1 to 127 (a device id, as Signal's server" in e.message
+    assert e.message.endswith(f"DeviceId hold them), got {device} (in a {body(device)['kind']!r} frame)")
     with pytest.raises(wire.LocalProtocolError):  # nor is one made
         wire.OutgoingEnvelope(device, b"x")
 
@@ -1433,7 +1434,7 @@ def test_a_str_not_utf8_in_a_frame_with_bytes_after_its_map_is_said_in_the_wire_
     e = _decoding_error(_frame(PING_HEAD + P("x") + b"\x81\x91\xa1\xff\x01\x02", raw=True))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 5), e
     assert e.message == (
-        "frame body is not one msgpack value: 1 byte follows its first (a frame's length counts its map alone)"
+        "frame body is not one msgpack value: 1 byte follows its first value, which a frame's length counts alone"
         " (in a 'ping' frame)"
     )
 
@@ -1668,6 +1669,11 @@ def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, obj
             later = value if len(value) >= 2 else [value[0], value[0]]
             for p, v in _out_of_range(spec.item, later[1], f"{path}[1]"):
                 out.append((p, [later[0], v, *later[2:]]))
+        if value and spec.max_items >= 3:  # (and the last of a longer list: a check that stops early)
+            longer = value if len(value) >= 3 else [*value, *[value[0]] * (3 - len(value))]
+            last = len(longer) - 1
+            for p, v in _out_of_range(spec.item, longer[last], f"{path}[{last}]"):
+                out.append((p, [*longer[:last], v]))
         return out
     return []
 
@@ -1763,7 +1769,9 @@ def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with
     the frame's kind (as an unknown field's refusal names it; it did not, relay19)."""
     e = _decoding_error(data)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e
+    assert e.message.startswith(f"{path} "), e.message  # (the field by its path, as field carries it)
     assert e.message.endswith(f"(in a {msgpack.unpackb(data[4:])['kind']!r} frame)"), e.message
+    assert ")(" not in e.message.replace(" ", ""), e.message  # (one parenthesis at its end, not two)
 
 
 def test_the_out_of_range_cases_put_a_fault_in_a_later_item_of_every_list_too() -> None:
@@ -1783,6 +1791,114 @@ def test_the_out_of_range_cases_put_a_fault_in_a_later_item_of_every_list_too() 
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id)
     assert path == "envelopes[1].device"
     assert "envelopes[1].device" in e.message and e.message.endswith("(in a 'send' frame)"), e.message
+
+
+def test_the_out_of_range_cases_put_a_fault_in_the_last_item_of_a_longer_list_too() -> None:
+    """Items [0] and [1] alone: a check that stopped after the second item, or named a later item's fault
+    by another index, passed. Each path through a list's first item has its twin through the last of a
+    list of three (every request's list takes three), and that one is named by its own index."""
+    cased = {(c[0].split("-", 1)[0], c[3]) for c in _OUT_OF_RANGE}
+    firsts = {(kind, path) for kind, path in cased if "[0]" in path}
+    assert {(kind, path.replace("[0]", "[2]", 1)) for kind, path in firsts} <= cased
+    data, request_id, _path = next(
+        c[1:] for c in _OUT_OF_RANGE if c[0].startswith("send-envelopes[2].device")
+    )
+    sent = msgpack.unpackb(data[4:])["envelopes"]
+    assert len(sent) == 3 and all(1 <= item["device"] <= 127 for item in sent[:2])  # (only the last at fault)
+    e = _decoding_error(data)
+    assert (e.code, e.field, e.request_id) == (
+        wire.ErrorCode.INVALID_VALUE,
+        "envelopes[2].device",
+        request_id,
+    )
+    assert e.message == (
+        "envelopes[2].device must be from 1 to 127 (a device id, as Signal's server and libsignal's DeviceId "
+        f"hold them), got {sent[2]['device']} (in a 'send' frame)"
+    )
+
+
+_KEY = b"k" * wire.KEY_SIZE
+_SIG = b"s" * wire.SIGNATURE_SIZE
+_DEVICE_BUNDLE = {
+    "device": 1,
+    "registration_id": 1,
+    "identity_key": _KEY,
+    "signed_prekey": {"id": 1, "public": _KEY, "signature": _SIG},
+    "kem_prekey": {"id": 1, "public": b"p" * wire.KEM_PUBLIC_KEY_SIZE, "signature": _SIG},
+    "kem_prekey_last_resort": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("role", "body", "code", "field", "message"),
+    [
+        (
+            "relay",
+            {**BASE, "kind": "send", "to": "bob", "envelopes": [{"device": 1, "body": b"x"}, {"body": b"x"}]},
+            wire.ErrorCode.MISSING_FIELD,
+            "envelopes[1].device",
+            "envelopes[1].device is missing (in a 'send' frame)",
+        ),
+        (
+            "relay",
+            {**BASE, "kind": "send", "envelopes": [{"device": 1, "body": b"x"}]},
+            wire.ErrorCode.MISSING_FIELD,
+            "to",
+            "to is missing (in a 'send' frame)",
+        ),
+        (
+            "relay",
+            {**BASE, "kind": "send", "to": "bob", "envelopes": [{"device": 1, "body": b"x"}, {"device": 2, "body": b"x", "zz": 1}]},
+            wire.ErrorCode.UNKNOWN_FIELD,
+            "envelopes[1].zz",
+            "unknown field 'zz' in envelopes[1] (in a 'send' frame)",
+        ),
+        (
+            "relay",
+            {**BASE, "kind": "send", "to": "bob", "envelopes": [{"device": 1, "body": b"x"}, {"device": 2, "body": b"x", 5: 1}]},
+            wire.ErrorCode.WRONG_TYPE,
+            "envelopes[1].5",
+            "the keys of envelopes[1] must be strings; got the int key 5 (in a 'send' frame)",
+        ),
+        (
+            "relay",
+            {**BASE, "kind": "send", "to": "bob", 5: 1, "envelopes": [{"device": 1, "body": b"x"}]},
+            wire.ErrorCode.WRONG_TYPE,
+            "5",
+            "the keys of a 'send' frame must be strings; got the int key 5",
+        ),
+        (
+            "device",
+            {**BASE, "kind": "bundle", "account": "bob", "devices": [_DEVICE_BUNDLE, {**_DEVICE_BUNDLE, "signed_prekey": {"public": _KEY, "signature": _SIG}}]},
+            wire.ErrorCode.MISSING_FIELD,
+            "devices[1].signed_prekey.id",
+            "devices[1].signed_prekey.id is missing (in a 'bundle' frame)",
+        ),
+        (
+            "device",
+            {**BASE, "kind": "bundle", "account": "bob", "devices": [_DEVICE_BUNDLE, {**_DEVICE_BUNDLE, "signed_prekey": {"id": 1, "public": _KEY, "signature": _SIG, "a.b": 1}}]},
+            wire.ErrorCode.UNKNOWN_FIELD,
+            "devices[1].signed_prekey.'a.b'",
+            "unknown field 'a.b' in devices[1].signed_prekey (in a 'bundle' frame)",
+        ),
+    ],
+    ids=["nested-missing", "missing", "nested-unknown", "nested-key-not-str", "key-not-str", "deep-missing", "deep-unknown"],
+)  # fmt: skip
+def test_a_key_missing_or_left_over_in_a_map_inside_a_frame_is_named_by_its_path_never_a_class_name(
+    role: str, body: dict[object, object], code: wire.ErrorCode, field: str, message: str
+) -> None:
+    """A missing envelope's device was "OutgoingEnvelope is missing required field 'device' (in a 'send'
+    frame)", a key left over "unknown field 'zz' in OutgoingEnvelope": this side's Python types, which a
+    peer does not know (nor which envelope), named to it. Now the field's path, as ``field`` carries it."""
+    kinds = wire.REQUEST_KINDS if role == "relay" else wire.RESPONSE_KINDS
+    with pytest.raises(wire.RemoteProtocolError) as info:
+        wire.decode_body(_frame(body)[wire.PREFIX_SIZE :], kinds)
+    e = info.value
+    assert (e.code, e.field, e.request_id, e.message) == (code, field, 9, message)
+    names = {
+        cls.__name__ for cls in vars(wire).values() if isinstance(cls, type) and issubclass(cls, wire.Message)
+    }
+    assert not {word.strip("(),;'") for word in e.message.split()} & names, e.message
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
