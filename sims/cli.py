@@ -1162,7 +1162,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar; what the run found is printed all the same (its summary line, a comparison's "
+        "orders, the matrix's chart: relaysim chart DIR prints that again)",
+    )
     run.add_argument(
         "--report",
         action="store_true",

@@ -22,6 +22,8 @@ Every cell not handed over carries one of the four reasons (relay.legal.REASONS)
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import sys
 from datetime import UTC, date, datetime
@@ -330,6 +332,13 @@ def test_the_chart_is_coloured_by_reason_only_on_a_terminal_and_never_with_no_co
 
 
 def test_run_fbi_chart_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--quiet as its help says: no progress bar, and the chart printed all the same (its help said
+    only "no progress bar", and a user took it for a run that prints nothing but its last line)."""
+    from relaysim.sims.cli import build_parser
+
+    run = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    quiet = next(a for a in run._actions if "--quiet" in a.option_strings)
+    assert "no progress bar" in (quiet.help or "") and "the matrix's chart" in (quiet.help or ""), quiet.help
     assert main(["run", "fbi-chart", "--out", str(tmp_path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert text.count("can reveal") == len(REAL_PROFILES)
