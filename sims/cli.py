@@ -1396,7 +1396,9 @@ def build_parser() -> argparse.ArgumentParser:
     chart.add_argument(
         "--markdown", action="store_true", help="print matrix.md instead of the terminal tables"
     )
-    chart.add_argument("--width", type=_columns, help="width in columns (default: the terminal's)")
+    chart.add_argument(
+        "--width", type=_columns, help="width in columns (default: the terminal's, or COLUMNS)"
+    )
 
     relay = sub.add_parser(
         "relay",

@@ -23,7 +23,6 @@ Every cell not handed over carries one of the four reasons (relay.legal.REASONS)
 from __future__ import annotations
 
 import argparse
-
 import json
 import sys
 from datetime import UTC, date, datetime
@@ -304,6 +303,19 @@ def test_the_chart_fits_the_width_and_cuts_no_word(
     assert "not retained: subscriber, IPs" in unwrapped
     cells = [line.replace(SEP, " ") for line in unwrapped.splitlines() if "─" not in line]
     assert not missing_words(cells, text)
+
+
+def test_the_chart_reads_columns_as_its_help_says(
+    chart: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """chart without --width: as wide as COLUMNS says ("the terminal's, or COLUMNS", as its help
+    says, test_cli_numbers)."""
+    out, _matrix = chart
+    for width in (60, 140):
+        monkeypatch.setenv("COLUMNS", str(width))
+        assert main(["chart", str(out)]) == 0
+        text = capsys.readouterr().out.split("\nThe matrix is in ")[0]
+        assert max(len(line) for line in text.splitlines()) in range(width - 10, width + 1), width
 
 
 def test_the_chart_is_coloured_by_reason_only_on_a_terminal_and_never_with_no_color(
