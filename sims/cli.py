@@ -219,11 +219,15 @@ def _demo(args: argparse.Namespace) -> int:
     _prepare_out(out, args.force)
     _result, summary = _run_to_dir(scenario, out)
     if scenario.compare_profiles:  # one run per profile: the phones, then each operator's answer
-        from relaysim.sims.report import render_demo_comparison
+        from relaysim.sims.report import RunFolderError, render_demo_comparison
 
-        print(
-            render_demo_comparison(out, list(scenario.compare_profiles), width=args.width, color=use_color())
-        )
+        try:
+            text = render_demo_comparison(
+                out, list(scenario.compare_profiles), width=args.width, color=use_color()
+            )
+        except RunFolderError as exc:  # (its files changed under it as it ran: said, not a traceback)
+            raise CliError(str(exc)) from None
+        print(text)
     elif scenario.matrix:
         _report_multi(scenario, summary, out)
     else:

@@ -67,6 +67,7 @@ from relaysim.sims.analysis.runfiles import (
     not_a_file,
     numbered_lines,
     open_run_file,
+    plain_name_problem,
     read_run_text,
     shell_word,
 )
@@ -1654,8 +1655,15 @@ def render_demo_comparison(
     ]
     names: list[str] = []  # every order, on whichever operators it was served
     for profile in profiles:
-        summary = loads(read_run_text(out / profile / "summary.json"))
-        names += [o["name"] for o in summary.get("disclosures", []) if o["name"] not in names]
+        summary_file = out / profile / "summary.json"
+        summary = loads(read_run_text(summary_file))
+        for i, o in enumerate(summary.get("disclosures", [])):
+            # (joined onto the run's folder as disclosures/NAME.json: "../../x" was read outside it)
+            problem = plain_name_problem(o["name"], "the order's name, that of its disclosure's file")
+            if problem is not None:
+                raise RunFolderError(f"{summary_file}: disclosures[{i}].name: {problem}; {run_again(out)}")
+            if o["name"] not in names:
+                names.append(o["name"])
 
     def load(profile: str, name: str) -> dict[str, Any] | None:
         path = out / profile / "disclosures" / f"{name}.json"
