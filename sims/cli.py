@@ -478,18 +478,24 @@ def _show(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _run_folder_warnings(command: str) -> Iterator[None]:
     """Within it, a run folder whose files disagree (sims.report.RunFolderWarning) is a line on
-    stderr, ``relaysim COMMAND: warning: ...``, each time it is found; other warnings as Python shows them."""
+    stderr, ``relaysim COMMAND: warning: ...``, each time it is found, and a store copied before it
+    is read (sims.analysis.view.StoreCopyNote) ``relaysim COMMAND: note: ...``, as the copy starts;
+    other warnings as Python shows them."""
     import warnings
 
+    from relaysim.sims.analysis.view import StoreCopyNote
     from relaysim.sims.report import RunFolderWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", RunFolderWarning)
+        warnings.simplefilter("always", StoreCopyNote)
         shown = warnings.showwarning
 
         def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
             if issubclass(category, RunFolderWarning):
                 print(f"relaysim {command}: warning: {message}", file=sys.stderr)
+            elif issubclass(category, StoreCopyNote):  # (a store of hundreds of MB: said before it is copied)
+                print(f"relaysim {command}: note: {message}", file=sys.stderr, flush=True)
             else:
                 shown(message, category, *rest, **kw)
 
