@@ -644,20 +644,13 @@ def _disclose(args: argparse.Namespace) -> int:
                     raise CliError(f"--db {db}: cannot read {src}: {exc.strerror or exc}{hint}") from None
                 Path(str(copy) + suffix).write_bytes(content)
         try:
-            missing = _missing_relay_tables(copy)
-            if not missing:
-                _check_records(copy, db)
-            store = Store(copy, durable=False) if not missing else None
+            _check_records(copy, db)
+            store = Store(copy, durable=False)
         except (StoreError, sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             # (a StoreError names the file it opened: the copy, under a name of its own; a damaged
             # file's schema may hold names that are not UTF-8, which Python's sqlite3 cannot decode)
             said = str(exc).removeprefix(f"{copy}: ")
             raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
-        if store is None:
-            raise CliError(
-                f"--db {db}: not a relaysim relay store (it has no {' or '.join(missing)} table); give the "
-                "relay.db in a run's --out folder"
-            )
         try:
             # A phone number with no account behind it is a real order's target (the 2016 grand-jury
             # subpoena to Signal named one): the desk answers "no such account". Any other name that
@@ -765,19 +758,6 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
 
 
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)
-
-
-def _missing_relay_tables(db: Path) -> list[str]:
-    """Which of a relay store's own tables ``db`` lacks (any SQLite file, even an empty one, would
-    otherwise be opened, given the store's tables, and answer as a relay that never had anyone)."""
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        have = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        con.close()
-    return [t for t in ("accounts", "devices", "metadata") if t not in have]
 
 
 def _check_records(db: Path, label: Path) -> None:

@@ -1606,6 +1606,47 @@ def test_an_empty_relay_db_is_refused_in_one_wording_by_every_reader(
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
+@pytest.mark.parametrize("tables", [[], ["notes"]])
+def test_a_database_of_a_negative_schema_version_is_refused_in_one_wording_by_every_reader(
+    tf_run: Path, tmp_path: Path, tables: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SQLite database whose user_version is below 0 (no relaysim's) passed the store's check:
+    disclose refused it with a check of its own (_missing_relay_tables: "not a relaysim relay store
+    (it has no accounts or devices or metadata table)"), analyze and report said "cannot read it as
+    a relay store (no such table: metadata)". The store's check refuses it, in one wording, and
+    disclose's own check is gone."""
+    import sqlite3
+
+    out = tmp_path / "negative"
+    shutil.copytree(tf_run, out)
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    (out / "relay.db").unlink()
+    con = sqlite3.connect(out / "relay.db")
+    con.execute("PRAGMA user_version = -1")
+    for table in tables:
+        con.execute(f"CREATE TABLE {table} (x)")
+    con.commit()
+    con.close()
+    said = set()
+    for command in ("analyze", "report", "disclose"):
+        if command == "disclose":
+            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+        else:
+            argv = [command, str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        said.add(err.split(f"{out / 'relay.db'}: ", 1)[-1])
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    assert said == {
+        f"a SQLite database, but not a relay store (schema version -1: a relay store's is from 1 to "
+        f"{SCHEMA_VERSION}); give the relay.db a run wrote (in its --out folder), or run the scenario again "
+        "(the file is left as it is)\n"
+    }, said
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+
+
 @pytest.mark.parametrize("tables", [["metadata"], ["accounts", "devices"]])
 def test_a_store_with_only_some_of_the_relay_s_tables_is_refused_in_one_wording_by_every_reader(
     tf_run: Path, tmp_path: Path, tables: list[str], capsys: pytest.CaptureFixture[str]
