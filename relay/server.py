@@ -1571,14 +1571,14 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-connections",
         type=_whole(1, 2**31 - 1, "at least one connection"),
         default=DEFAULT_MAX_CONNECTIONS,
-        metavar="N",
+        metavar="COUNT",
         help="concurrent connections (default: %(default)s)",
     )
     g.add_argument(
         "--max-connections-per-address",
         type=_cap,
         default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-        metavar="N",
+        metavar="COUNT",
         help="concurrent connections from one address, or off (default: %(default)s)",
     )
     g.add_argument(
@@ -1616,14 +1616,14 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--queue-envelopes",
         type=_cap,
         default=d.queue_envelopes,
-        metavar="N",
+        metavar="COUNT",
         help="envelopes waiting for one device; past it, recipient_queue_full (default: %(default)s)",
     )
     g.add_argument(
         "--queue-bytes",
         type=_cap,
         default=d.queue_bytes,
-        metavar="N",
+        metavar="BYTES",
         help="bytes of envelopes waiting for one device (default: %(default)s)",
     )
     for flag, name, what in (
@@ -1693,7 +1693,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--prekeys-low",
         type=_whole(0, 10_000, "one-time prekeys from 0, never told, to 10,000"),
         default=d.prekeys_low,
-        metavar="N",
+        metavar="COUNT",
         help="tell a device with fewer one-time prekeys than this to upload more (default: %(default)s)",
     )
     r = parser.add_argument_group("registration proof (what a new account must show)")

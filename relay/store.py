@@ -534,6 +534,16 @@ def _not_a_store(path: object, tables: list[str], advice: str | None = _STORE_AD
     )
 
 
+def _no_schema_of_ours(path: object, version: int, advice: str | None) -> str:
+    """What a reader of a finished run's store (:func:`refuse_another_schema`) is told of a SQLite
+    database whose schema version (``PRAGMA user_version``) is below 0: one no relaysim writes."""
+    return _advised(
+        f"{path}: a SQLite database, but not a relay store (schema version {version}: a relay store's "
+        f"is from 1 to {len(MIGRATIONS)})",
+        advice,
+    )
+
+
 def _empty_store(path: object, advice: str | None) -> str:
     """What a reader of a finished run's store (:func:`refuse_another_schema` with ``empty``) is told
     of a file holding no database, or an empty one: no table, no schema version."""
@@ -632,7 +642,8 @@ def refuse_another_schema(
     for an empty one (no table: a file of 0 bytes) when ``empty`` is given; without it an empty one
     passes (a Store makes its tables there). With ``empty``, a store of a version it reads that lacks
     some of that version's tables is refused too, naming them (analyze said "no such table:
-    metadata", disclose "it has no accounts or devices or metadata table"). ``advise=False``: what
+    metadata", disclose "it has no accounts or devices or metadata table"). A version below 0 is
+    no relaysim's, and is refused as no relay store. ``advise=False``: what
     the file is, without any advice (a warning of a file the command does not read)."""
     read = _read_schema(path)
     if read is None:
@@ -644,6 +655,9 @@ def refuse_another_schema(
         raise StoreError(_newer_schema(path, version, _NEWER_ADVICE if advise else None))
     if older and 0 < version < len(MIGRATIONS):
         raise StoreError(_older_schema(path, version, _OLDER_ADVICE if advise else None))
+    if version < 0:  # (no relaysim writes one: disclose said "it has no accounts … table", analyze
+        # "no such table: metadata", or read another program's tables as a relay's)
+        raise StoreError(_no_schema_of_ours(path, version, told))
     if version == 0 and tables:
         raise StoreError(_not_a_store(path, tables, told))
     if version == 0 and tables == [] and empty:

@@ -219,11 +219,15 @@ def _demo(args: argparse.Namespace) -> int:
     _prepare_out(out, args.force)
     _result, summary = _run_to_dir(scenario, out)
     if scenario.compare_profiles:  # one run per profile: the phones, then each operator's answer
-        from relaysim.sims.report import render_demo_comparison
+        from relaysim.sims.report import RunFolderError, render_demo_comparison
 
-        print(
-            render_demo_comparison(out, list(scenario.compare_profiles), width=args.width, color=use_color())
-        )
+        try:
+            text = render_demo_comparison(
+                out, list(scenario.compare_profiles), width=args.width, color=use_color()
+            )
+        except RunFolderError as exc:  # (its files changed under it as it ran: said, not a traceback)
+            raise CliError(str(exc)) from None
+        print(text)
     elif scenario.matrix:
         _report_multi(scenario, summary, out)
     else:
@@ -474,18 +478,24 @@ def _show(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _run_folder_warnings(command: str) -> Iterator[None]:
     """Within it, a run folder whose files disagree (sims.report.RunFolderWarning) is a line on
-    stderr, ``relaysim COMMAND: warning: ...``, each time it is found; other warnings as Python shows them."""
+    stderr, ``relaysim COMMAND: warning: ...``, each time it is found, and a store copied before it
+    is read (sims.analysis.view.StoreCopyNote) ``relaysim COMMAND: note: ...``, as the copy starts;
+    other warnings as Python shows them."""
     import warnings
 
+    from relaysim.sims.analysis.view import StoreCopyNote
     from relaysim.sims.report import RunFolderWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", RunFolderWarning)
+        warnings.simplefilter("always", StoreCopyNote)
         shown = warnings.showwarning
 
         def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
             if issubclass(category, RunFolderWarning):
                 print(f"relaysim {command}: warning: {message}", file=sys.stderr)
+            elif issubclass(category, StoreCopyNote):  # (a store of hundreds of MB: said before it is copied)
+                print(f"relaysim {command}: note: {message}", file=sys.stderr, flush=True)
             else:
                 shown(message, category, *rest, **kw)
 
@@ -634,20 +644,13 @@ def _disclose(args: argparse.Namespace) -> int:
                     raise CliError(f"--db {db}: cannot read {src}: {exc.strerror or exc}{hint}") from None
                 Path(str(copy) + suffix).write_bytes(content)
         try:
-            missing = _missing_relay_tables(copy)
-            if not missing:
-                _check_records(copy, db)
-            store = Store(copy, durable=False) if not missing else None
+            _check_records(copy, db)
+            store = Store(copy, durable=False)
         except (StoreError, sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             # (a StoreError names the file it opened: the copy, under a name of its own; a damaged
             # file's schema may hold names that are not UTF-8, which Python's sqlite3 cannot decode)
             said = str(exc).removeprefix(f"{copy}: ")
             raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
-        if store is None:
-            raise CliError(
-                f"--db {db}: not a relaysim relay store (it has no {' or '.join(missing)} table); give the "
-                "relay.db in a run's --out folder"
-            )
         try:
             # A phone number with no account behind it is a real order's target (the 2016 grand-jury
             # subpoena to Signal named one): the desk answers "no such account". Any other name that
@@ -755,19 +758,6 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
 
 
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)
-
-
-def _missing_relay_tables(db: Path) -> list[str]:
-    """Which of a relay store's own tables ``db`` lacks (any SQLite file, even an empty one, would
-    otherwise be opened, given the store's tables, and answer as a relay that never had anyone)."""
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        have = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        con.close()
-    return [t for t in ("accounts", "devices", "metadata") if t not in have]
 
 
 def _check_records(db: Path, label: Path) -> None:
@@ -1162,7 +1152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar; what the run found is printed all the same (its summary line, a comparison's "
+        "orders, the matrix's chart: relaysim chart DIR prints that again)",
+    )
     run.add_argument(
         "--report",
         action="store_true",
@@ -1391,7 +1386,9 @@ def build_parser() -> argparse.ArgumentParser:
     chart.add_argument(
         "--markdown", action="store_true", help="print matrix.md instead of the terminal tables"
     )
-    chart.add_argument("--width", type=_columns, help="width in columns (default: the terminal's)")
+    chart.add_argument(
+        "--width", type=_columns, help="width in columns (default: the terminal's, or COLUMNS)"
+    )
 
     relay = sub.add_parser(
         "relay",

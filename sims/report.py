@@ -67,6 +67,7 @@ from relaysim.sims.analysis.runfiles import (
     not_a_file,
     numbered_lines,
     open_run_file,
+    plain_name_problem,
     read_run_text,
     shell_word,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "render_demo",
     "render_demo_comparison",
     "render_show",
+    "run_again",
     "run_calendar",
     "run_comparison_to_dir",
     "run_disagreements",
@@ -746,13 +748,14 @@ def _clock(t: float) -> str:
     return clock(t, day=False)  # the teaching view counts hours on, past 24
 
 
-def _read_json(path: Path, rerun: str) -> Any:
+def _read_json(path: Path, run: Path) -> Any:
+    """``path``, a JSON file of the run in ``run``; RunFolderError saying what is wrong with it."""
     try:
         return loads(read_run_text(path))
     except json.JSONDecodeError as exc:
         raise RunFolderError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): the run was "
-            f"cut short while writing it, or the file was damaged; {rerun}"
+            f"cut short while writing it, or the file was damaged; {run_again(run)}"
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
@@ -769,9 +772,9 @@ def jsonl_lines(text: str) -> list[str]:
     return lines
 
 
-def _profiles_run_in(run: Path) -> tuple[str, list[str]] | None:
-    """The scenario and the profiles of the comparison (or matrix) whose folder ``run`` is, from its
-    summary.json; None if it is none (or its summary cannot be read)."""
+def _summary_in(run: Path) -> dict[str, Any] | None:
+    """The summary.json of the run in ``run`` as an object; None if there is none (or it cannot be
+    read, or is no object)."""
     summary_file = run / "summary.json"
     if not summary_file.is_file():  # (not a pipe: it would be waited on)
         return None
@@ -779,7 +782,14 @@ def _profiles_run_in(run: Path) -> tuple[str, list[str]] | None:
         summary = loads(read_run_text(summary_file))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(summary, dict) or not ("compare_profiles" in summary or "matrix" in summary):
+    return summary if isinstance(summary, dict) else None
+
+
+def _profiles_run_in(run: Path) -> tuple[str, list[str]] | None:
+    """The scenario and the profiles of the comparison (or matrix) whose folder ``run`` is, from its
+    summary.json; None if it is none (or its summary cannot be read)."""
+    summary = _summary_in(run)
+    if summary is None or not ("compare_profiles" in summary or "matrix" in summary):
         return None
     name, profiles = summary.get("scenario"), summary.get("profiles")
     if not isinstance(name, str) or not isinstance(profiles, dict | list):
@@ -805,12 +815,16 @@ def _builtin_profiles(name: str) -> list[str]:
 
 def make_run_command(out: Path) -> str:
     """The command that makes a run in ``out``, the folder a command was given: ``relaysim run NAME
-    --out OUT`` (the built-in scenario's name for NAME where ``out`` is named after one; ``--force``
-    where ``out`` holds some of a run's files). But a folder named after a relay profile inside a
-    comparison's (or the matrix's) folder, or inside one named after a built-in scenario that runs
-    under that profile (``out/pakistan-2015/bes``: relaysim demo's), is made by running that
-    scenario into the parent: ``relaysim run pakistan-2015 --out out/pakistan-2015``. A run of NAME
-    into the subfolder itself made a run of its own there, not the comparison's."""
+    --out OUT`` (for NAME, the built-in scenario whose run ``out``'s summary.json says it holds, else
+    the one ``out`` is named after; ``--force`` where ``out`` holds some of a run's files). But a
+    folder named after a relay profile inside a comparison's (or the matrix's) folder, or inside one
+    named after a built-in scenario that runs under that profile (``out/pakistan-2015/bes``:
+    relaysim demo's), is made by running that scenario into the parent: ``relaysim run pakistan-2015
+    --out out/pakistan-2015``. A run of NAME into the subfolder itself made a run of its own there,
+    not the comparison's. And where the comparison does not run under that profile
+    (``out/pakistan-2015/signal``), a run of its own in the subfolder would be removed with the
+    comparison's files by the next ``--force`` run into the parent: a folder beside the comparison's
+    is given instead (``out/pakistan-2015-signal``), saying why."""
     from relaysim.relay.profiles import PROFILES
     from relaysim.sims.scenario import builtin_scenarios
 
@@ -819,36 +833,53 @@ def make_run_command(out: Path) -> str:
         held = _profiles_run_in(parent)
         if held is not None and out.name in held[1]:
             return f"relaysim run {shell_word(held[0])} --out {shell_word(parent)} --force"
-        if held is None and out.name in _builtin_profiles(parent.name):
+        compared = held[1] if held is not None else _builtin_profiles(parent.name)
+        if held is None and out.name in compared:
             force = " --force" if relaysim_outputs(parent) else ""
             return f"relaysim run {shell_word(parent.name)} --out {shell_word(parent)}{force}"
-    name = out.name if out.name in builtin_scenarios() else "NAME"
+        if compared and parent.name not in ("", ".", ".."):
+            scenario = held[0] if held is not None else parent.name
+            beside = parent.with_name(f"{parent.name}-{out.name}")
+            return (
+                f"relaysim run NAME --out {shell_word(beside)}{' --force' if relaysim_outputs(beside) else ''}"
+                f"   ({parent} is the folder of {scenario}'s runs under {', '.join(compared)}, not under "
+                f"{out.name}: a run of its own in {out} would be removed by the next run there with --force)"
+            )
+    builtin = builtin_scenarios()
+    said = (_summary_in(out) or {}).get("scenario")
+    name = said if isinstance(said, str) and said in builtin else out.name if out.name in builtin else "NAME"
     return f"relaysim run {name} --out {shell_word(out)}{' --force' if relaysim_outputs(out) else ''}"
+
+
+def run_again(out: Path) -> str:
+    """The advice an error about the run in ``out`` ends with: ``run it again with:`` and the command
+    that makes it (:func:`make_run_command`). Made as the error is raised, never before: it may read
+    the folder's summary.json and the built-in scenarios."""
+    return f"run it again with: {make_run_command(out)}"
 
 
 def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
     transcript, summary_file = out / "transcript.jsonl", out / "summary.json"
-    rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     # (a pipe or a folder at either is said to be one as it is read, not "no transcript.jsonl" nor
     # "did not finish")
     for path in (transcript, summary_file):
         link = broken_link(path)
         if link is not None:  # (a loop of links was "no transcript.jsonl", "did not finish")
-            raise RunFolderError(f"{path}: {link}; {rerun}")
+            raise RunFolderError(f"{path}: {link}; {run_again(out)}")
     if not transcript.exists():
         raise RunFolderError(f"{out} has no transcript.jsonl; make one with: {make_run_command(out)}")
     if not summary_file.exists():
         raise RunFolderError(
             f"the run in {out} did not finish: it has transcript.jsonl but no summary.json (relaysim writes "
-            f"that last; the run was interrupted or killed); {rerun}"
+            f"that last; the run was interrupted or killed); {run_again(out)}"
         )
-    summary = _read_json(summary_file, rerun)
+    summary = _read_json(summary_file, out)
     events = []
     try:
         for n, line in transcript_lines(transcript, MAX_TRANSCRIPT):
-            events.append(_event(transcript, n, line, rerun))
+            events.append(_event(transcript, n, line, out))
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not isinstance(summary, dict):
@@ -911,14 +942,15 @@ def _too_large(path: Path, size: int, limit: int) -> OSError:
     )
 
 
-def _event(transcript: Path, n: int, line: str, rerun: str) -> dict[str, Any]:
-    """Line ``n`` of ``transcript`` as an event; RunFolderError saying what is wrong with it."""
+def _event(transcript: Path, n: int, line: str, run: Path) -> dict[str, Any]:
+    """Line ``n`` of ``transcript``, the run in ``run``'s, as an event; RunFolderError saying what is
+    wrong with it."""
     try:
         event = loads(line)
     except json.JSONDecodeError as exc:
         raise RunFolderError(
             f"{transcript}: line {n}: not valid JSON ({exc.msg}): the run was cut short while "
-            f"writing it, or the file was damaged; {rerun}"
+            f"writing it, or the file was damaged; {run_again(run)}"
         ) from exc
     if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
         raise RunFolderError(
@@ -966,11 +998,10 @@ def run_disagreements(
     there but cannot be read (a folder, not JSON, not an object) is a :class:`RunFolderError` naming
     it: nothing could be checked against it (``analyze`` went on, saying nothing)."""
     summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
-    rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     if summary is None:
         if not summary_file.exists() and not summary_file.is_symlink():
             return []
-        summary = _read_json(summary_file, rerun)
+        summary = _read_json(summary_file, out)
         if not isinstance(summary, dict):
             raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     try:
@@ -993,7 +1024,7 @@ def run_disagreements(
     if uncounted and (kinds is not None or transcript.is_file()):  # (the check was skipped, saying nothing)
         found.append(
             f"{summary_file} has no {' or '.join(uncounted)} (a count, as a run writes it): {transcript}'s "
-            f"events were not checked against it; {rerun}"
+            f"events were not checked against it; {run_again(out)}"
         )
     if kinds is not None and counted:
         held = [kinds.get(kind, 0) for kind, _n, _w in counted]
@@ -1002,13 +1033,13 @@ def run_disagreements(
             if transcript.is_file() and transcript.stat().st_size == 0:
                 found.append(
                     f"{transcript} is empty (0 bytes), but {summary_file} counts {pairs}: the conversation "
-                    f"shown is empty because the file was emptied, not because nothing happened; {rerun}"
+                    f"shown is empty because the file was emptied, not because nothing happened; {run_again(out)}"
                 )
             else:
                 mine = " and ".join(f"{h} {kind}" for h, (kind, _n, _w) in zip(held, counted, strict=True))
                 found.append(
                     f"{transcript} holds {mine} events, but {summary_file} counts {pairs}: the two files come from "
-                    f"different runs (or one was edited or cut short); {rerun}"
+                    f"different runs (or one was edited or cut short); {run_again(out)}"
                 )
     records = summary.get("relay_records")
     counted_records = isinstance(records, dict) and all(type(v) is int for v in records.values())
@@ -1016,12 +1047,12 @@ def run_disagreements(
     if odd is not None and counted_records:  # (a folder or a pipe there was passed over, saying nothing)
         found.append(
             f"{view} is {odd.removeprefix('not a regular file (').removesuffix(')')}, not a file of relay records: "
-            f"the {sum(records.values())} relay records {summary_file} counts were not checked against it; {rerun}"
+            f"the {sum(records.values())} relay records {summary_file} counts were not checked against it; {run_again(out)}"
         )
     if view.is_file() and not counted_records:  # (the check was skipped, saying nothing)
         found.append(
             f"{summary_file} has no relay_records (counts by kind, as a run writes them): {view}'s records "
-            f"were not checked against it; {rerun}"
+            f"were not checked against it; {run_again(out)}"
         )
     if view.is_file() and counted_records:
         lines, last = 0, b"\n"
@@ -1035,7 +1066,7 @@ def run_disagreements(
         if lines != sum(records.values()):
             found.append(
                 f"{view} holds {lines} records, but {summary_file} counts {sum(records.values())} relay records: "
-                f"the two files come from different runs (or one was edited or cut short); {rerun}"
+                f"the two files come from different runs (or one was edited or cut short); {run_again(out)}"
             )
     return found
 
@@ -1219,8 +1250,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
         line = first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
             f"{out}/transcript.jsonl: {f'line {line}: ' if line else ''}an event this version of "
-            f"relaysim does not read ({unread_reason(exc)}: missing or malformed); run it again with: "
-            f"relaysim run NAME --out {shell_word(out)} --force"
+            f"relaysim does not read ({unread_reason(exc)}: missing or malformed); {run_again(out)}"
         ) from exc
 
 
@@ -1635,8 +1665,15 @@ def render_demo_comparison(
     ]
     names: list[str] = []  # every order, on whichever operators it was served
     for profile in profiles:
-        summary = loads(read_run_text(out / profile / "summary.json"))
-        names += [o["name"] for o in summary.get("disclosures", []) if o["name"] not in names]
+        summary_file = out / profile / "summary.json"
+        summary = loads(read_run_text(summary_file))
+        for i, o in enumerate(summary.get("disclosures", [])):
+            # (joined onto the run's folder as disclosures/NAME.json: "../../x" was read outside it)
+            problem = plain_name_problem(o["name"], "the order's name, that of its disclosure's file")
+            if problem is not None:
+                raise RunFolderError(f"{summary_file}: disclosures[{i}].name: {problem}; {run_again(out)}")
+            if o["name"] not in names:
+                names.append(o["name"])
 
     def load(profile: str, name: str) -> dict[str, Any] | None:
         path = out / profile / "disclosures" / f"{name}.json"

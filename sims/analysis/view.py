@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +52,12 @@ __all__ = [
 
 MESSAGE_KINDS = ("send", "sealed_send")
 RELAY_VIEW_FILE = "relay-view.jsonl"  # in a run's folder: what the relay saw, one record a line
+
+
+class StoreCopyNote(UserWarning):
+    """A note that a store is copied before it is read, and why (:func:`_read_copy`): the relaysim
+    command says it on stderr as ``relaysim COMMAND: note: ...`` as it is made, before the copy
+    (sims.cli's ``_run_folder_warnings``); elsewhere, a warning as Python shows one."""
 
 
 class AnalysisInputError(Exception):
@@ -195,12 +201,11 @@ def _read_copy(db: Path, wal: Path) -> sqlite3.Connection:
     except OSError:
         size = 0
     folder = tempfile.mkdtemp(prefix="relaysim-read-")
-    if size > COPY_NOTE_BYTES:
-        print(
-            f"relaysim: note: {db}: {why}; copying it and its log ({size / 1e6:,.0f} MB) to read them "
-            f"together, in {folder}",
-            file=sys.stderr,
-            flush=True,
+    if size > COPY_NOTE_BYTES:  # (said by the command that reads it, naming itself: StoreCopyNote)
+        warnings.warn(
+            f"{db}: {why}; copying it and its log ({size / 1e6:,.0f} MB) to read them together, in {folder}",
+            StoreCopyNote,
+            stacklevel=2,
         )
     try:
         for src in (db, wal):

@@ -1080,14 +1080,13 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     try:
         timeline = _timeline(events, days, source, prefix)
     except _TIMELINE_ERRORS as exc:
-        from relaysim.sims.report import first_unread, unread_reason
+        from relaysim.sims.report import first_unread, run_again, unread_reason
 
         # the line of the one the timeline cannot read alone, if it is one
         line = first_unread(events, lambda one: _timeline_rows(one, days), _TIMELINE_ERRORS)
         raise ReportError(
             f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read "
-            f"({f'line {line}: ' if line else ''}{unread_reason(exc)}: missing or malformed); run it again "
-            f"with: relaysim run NAME --out {shell_word(run)} --force"
+            f"({f'line {line}: ' if line else ''}{unread_reason(exc)}: missing or malformed); {run_again(run)}"
         ) from None
     try:
         graph = _graph(run, prefix)
@@ -1112,9 +1111,9 @@ def render_report(run: Path) -> str:
     summary_file = run / "summary.json"
     link = broken_link(summary_file)
     if link is not None:  # (a loop of links was "no summary.json")
-        raise ReportError(
-            f"{summary_file}: {link}; run it again with: relaysim run NAME --out {shell_word(run)} --force"
-        )
+        from relaysim.sims.report import run_again
+
+        raise ReportError(f"{summary_file}: {link}; {run_again(run)}")
     if (
         not summary_file.exists()
     ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")

@@ -1606,6 +1606,47 @@ def test_an_empty_relay_db_is_refused_in_one_wording_by_every_reader(
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
+@pytest.mark.parametrize("tables", [[], ["notes"]])
+def test_a_database_of_a_negative_schema_version_is_refused_in_one_wording_by_every_reader(
+    tf_run: Path, tmp_path: Path, tables: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SQLite database whose user_version is below 0 (no relaysim's) passed the store's check:
+    disclose refused it with a check of its own (_missing_relay_tables: "not a relaysim relay store
+    (it has no accounts or devices or metadata table)"), analyze and report said "cannot read it as
+    a relay store (no such table: metadata)". The store's check refuses it, in one wording, and
+    disclose's own check is gone."""
+    import sqlite3
+
+    out = tmp_path / "negative"
+    shutil.copytree(tf_run, out)
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    (out / "relay.db").unlink()
+    con = sqlite3.connect(out / "relay.db")
+    con.execute("PRAGMA user_version = -1")
+    for table in tables:
+        con.execute(f"CREATE TABLE {table} (x)")
+    con.commit()
+    con.close()
+    said = set()
+    for command in ("analyze", "report", "disclose"):
+        if command == "disclose":
+            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+        else:
+            argv = [command, str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        said.add(err.split(f"{out / 'relay.db'}: ", 1)[-1])
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    assert said == {
+        f"a SQLite database, but not a relay store (schema version -1: a relay store's is from 1 to "
+        f"{SCHEMA_VERSION}); give the relay.db a run wrote (in its --out folder), or run the scenario again "
+        "(the file is left as it is)\n"
+    }, said
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+
+
 @pytest.mark.parametrize("tables", [["metadata"], ["accounts", "devices"]])
 def test_a_store_with_only_some_of_the_relay_s_tables_is_refused_in_one_wording_by_every_reader(
     tf_run: Path, tmp_path: Path, tables: list[str], capsys: pytest.CaptureFixture[str]
@@ -1906,3 +1947,102 @@ def test_a_missing_run_folder_suggests_a_run_that_makes_it(
     monkeypatch.chdir(tmp_path)
     assert main(["show", asked]) == 2
     assert _suggested(capsys.readouterr().err) == expected
+
+
+def _advised(err: str, words: str) -> list[str]:
+    """The command an error says to run after ``words`` (``run it again with:``), as words."""
+    import shlex
+
+    assert f"{words} relaysim run " in err, err
+    return shlex.split(err.split(f"{words} relaysim ", 1)[1].split("   (", 1)[0].strip())
+
+
+def _a_comparison(parent: Path, tf_run: Path, profiles: tuple[str, ...] = ("bes", "bbm-consumer")) -> None:
+    """``parent`` as pakistan-2015's comparison folder: its summary.json, and a run per profile."""
+    parent.mkdir(parents=True)
+    summary = {
+        "scenario": "pakistan-2015",
+        "compare_profiles": list(profiles),
+        "profiles": {p: {} for p in profiles},
+    }
+    (parent / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    for p in profiles:
+        shutil.copytree(tf_run, parent / p)
+
+
+def test_run_it_again_names_the_scenario_the_folder_holds(
+    tf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error or warning about a run's files said to run it again with ``relaysim run NAME --out DIR
+    --force``, though summary.json names the scenario: it says ``relaysim run two-friends``."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tf_run, "mine")
+    transcript = Path("mine", "transcript.jsonl")
+    whole = transcript.read_bytes()
+    transcript.write_bytes(whole + b'{"t": 1, "kind\n')  # (a line cut short: read_run's _event)
+    assert main(["show", "mine"]) == 2
+    assert _advised(capsys.readouterr().err, "run it again with:") == [
+        "run",
+        "two-friends",
+        "--out",
+        "mine",
+        "--force",
+    ]
+    transcript.write_bytes(b"")  # (emptied: run_disagreements' warning)
+    main(["show", "mine"])
+    err = capsys.readouterr().err
+    assert "is empty (0 bytes)" in err, err
+    assert _advised(err, "run it again with:") == ["run", "two-friends", "--out", "mine", "--force"]
+
+
+def test_run_it_again_of_a_comparisons_profile_runs_the_comparison(
+    tf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged run in a comparison's profile folder was to be run again with ``relaysim run NAME
+    --out pk/bes --force``: a run of its own there. show, report and the report's own check of
+    summary.json say to run the comparison again."""
+    from relaysim.sims.reports.html import ReportError, render_report
+
+    monkeypatch.chdir(tmp_path)
+    _a_comparison(Path("pk"), tf_run)
+    transcript = Path("pk", "bes", "transcript.jsonl")
+    transcript.write_bytes(transcript.read_bytes() + b'{"t": 1, "kind\n')  # (a line cut short)
+    again = ["run", "pakistan-2015", "--out", "pk", "--force"]
+    for argv in (["show", "pk/bes"], ["report", "pk/bes"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert _advised(err, "run it again with:") == again, (argv, err)
+    summary = Path("pk", "bes", "summary.json")
+    summary.unlink()
+    summary.symlink_to("summary.json")  # (a loop: the CLI says so first; render_report alone)
+    with pytest.raises(ReportError) as exc:
+        render_report(summary.parent)
+    assert _advised(str(exc.value), "run it again with:") == again, exc.value
+
+
+@pytest.mark.parametrize("comparison", [True, False])
+def test_a_profile_folder_the_comparison_does_not_run_is_suggested_beside_it(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    comparison: bool,
+) -> None:
+    """``relaysim show out/pakistan-2015/signal`` (pakistan-2015 compares bes and bbm-consumer) said to
+    make it with ``relaysim run NAME --out out/pakistan-2015/signal``: a run nested in the
+    comparison's folder, which the next ``relaysim run pakistan-2015 --out out/pakistan-2015 --force``
+    removes. It suggests a folder beside the comparison's, saying why."""
+    monkeypatch.chdir(tmp_path)
+    parent = Path("out", "pakistan-2015")
+    if comparison:
+        _a_comparison(parent, tf_run)
+    asked = parent / "signal"
+    assert main(["show", str(asked)]) == 2
+    err = capsys.readouterr().err
+    beside = str(Path("out", "pakistan-2015-signal"))
+    assert _suggested(err.split("   (", 1)[0]) == ["run", "NAME", "--out", beside], err
+    assert "not under signal" in err and "removed by the next run there with --force" in err, err
+    if comparison:  # (what it warns of: a run of its own there goes with the comparison's --force)
+        shutil.copytree(tf_run, asked)
+        assert main(["run", "pakistan-2015", "--out", str(parent), "--force", "--quiet"]) == 0
+        assert not asked.exists()

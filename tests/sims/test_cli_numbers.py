@@ -475,3 +475,27 @@ def test_the_live_runs_least_time_scale_is_the_one_sims_live_holds_to() -> None:
         if "--time-scale" in a.option_strings
     )
     assert time_scale.help is not None and time_scale.help.endswith("; from 0.000001 to 1,000")
+
+
+def test_a_number_options_metavar_names_what_it_counts() -> None:
+    """``relay serve --queue-bytes N`` and ``--max-connections-per-address N``: their help counts
+    bytes and connections, the metavar said N. An option whose help counts bytes shows BYTES; relay
+    serve's other counts show COUNT (its limits read "COUNT, or off", not a bare N)."""
+    wrong = [
+        f"{name} {action.metavar}: {action.help}"
+        for name, action in OPTIONS
+        if (
+            re.search(r"\bbytes\b", (action.help or "").split("(default")[0])
+            and action.metavar not in ("BYTES", "B", "FILE")  # (a file of bytes: no count)
+        )
+        or (name.startswith("relaysim relay serve ") and action.metavar == "N")
+    ]
+    assert not wrong, wrong
+
+
+def test_every_width_option_says_it_reads_columns() -> None:
+    """``chart --width`` said "(default: the terminal's)"; it reads COLUMNS as the others do
+    (sims.term.terminal_width, held in test_fbi_chart), and says so as they do."""
+    widths = {name: action.help for name, action in OPTIONS if name.endswith(" --width")}
+    assert {"relaysim chart --width", "relaysim show --width", "relaysim demo --width"} <= set(widths)
+    assert all("(default: the terminal's, or COLUMNS)" in (h or "") for h in widths.values()), widths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,45 @@ def test_run_says_every_file_it_wrote(capsys: pytest.CaptureFixture[str], tmp_pa
         main(["run", "--help"])
     helped = " ".join(capsys.readouterr().out.split())
     assert [name for name in said if name not in helped] == [], helped
+
+
+@pytest.mark.parametrize("name", ["../../outside", "/etc/passwd", "a/b", "..", ""])
+def test_demo_comparison_reads_no_order_name_that_is_no_plain_name(tmp_path: Path, name: str) -> None:
+    """render_demo_comparison joined each order's name from summary.json onto the run's folder as
+    ``disclosures/{name}.json``, unchecked: ``../../outside`` read a file outside the run (and a
+    traceback where none was there). It is refused naming the field, as plain_name_problem words it."""
+    from relaysim.sims.report import RunFolderError, render_demo_comparison
+
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    summary_file = out / "bes" / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    assert summary["disclosures"]
+    summary["disclosures"][0]["name"] = name
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    (tmp_path / "outside.json").write_text("{}", encoding="utf-8")  # (what ../../outside was read as)
+    with pytest.raises(RunFolderError) as exc:
+        render_demo_comparison(out, ["bes", "bbm-consumer"])
+    said = str(exc.value)
+    assert said.startswith(f"{summary_file}: disclosures[0].name: expected the order's name"), said
+    assert "a plain name" in said and "run it again with: relaysim run pakistan-2015" in said, said
+
+
+def test_demo_says_a_comparison_it_cannot_read_back_as_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A RunFolderError from the comparison's demo (its files changed as it ran) is one line on
+    stderr, exit status 2: it was the last resort's "a bug in relaysim"."""
+    from relaysim.sims import report
+    from relaysim.sims.report import RunFolderError
+
+    def refuse(out: Path, *args: object, **kw: object) -> str:
+        raise RunFolderError(f"{out}/bes/summary.json: disclosures[0].name: expected the order's name")
+
+    monkeypatch.setattr(report, "render_demo_comparison", refuse)
+    assert main(["demo", "--out", str(tmp_path / "pk")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"relaysim demo: {tmp_path / 'pk'}/bes/summary.json: disclosures[0].name: expected the order's name\n"
+    )

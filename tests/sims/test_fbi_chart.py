@@ -22,6 +22,7 @@ Every cell not handed over carries one of the four reasons (relay.legal.REASONS)
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import UTC, date, datetime
@@ -304,6 +305,19 @@ def test_the_chart_fits_the_width_and_cuts_no_word(
     assert not missing_words(cells, text)
 
 
+def test_the_chart_reads_columns_as_its_help_says(
+    chart: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """chart without --width: as wide as COLUMNS says ("the terminal's, or COLUMNS", as its help
+    says, test_cli_numbers)."""
+    out, _matrix = chart
+    for width in (60, 140):
+        monkeypatch.setenv("COLUMNS", str(width))
+        assert main(["chart", str(out)]) == 0
+        text = capsys.readouterr().out.split("\nThe matrix is in ")[0]
+        assert max(len(line) for line in text.splitlines()) in range(width - 10, width + 1), width
+
+
 def test_the_chart_is_coloured_by_reason_only_on_a_terminal_and_never_with_no_color(
     chart: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -330,6 +344,13 @@ def test_the_chart_is_coloured_by_reason_only_on_a_terminal_and_never_with_no_co
 
 
 def test_run_fbi_chart_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--quiet as its help says: no progress bar, and the chart printed all the same (its help said
+    only "no progress bar", and a user took it for a run that prints nothing but its last line)."""
+    from relaysim.sims.cli import build_parser
+
+    run = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    quiet = next(a for a in run._actions if "--quiet" in a.option_strings)
+    assert "no progress bar" in (quiet.help or "") and "the matrix's chart" in (quiet.help or ""), quiet.help
     assert main(["run", "fbi-chart", "--out", str(tmp_path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert text.count("can reveal") == len(REAL_PROFILES)

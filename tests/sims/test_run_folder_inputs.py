@@ -2164,27 +2164,36 @@ def _log_left(run: Path) -> None:
     assert (run / "relay.db-wal").stat().st_size > 0
 
 
+@pytest.mark.parametrize("command", ["analyze", "report"])
 def test_a_large_store_copied_to_be_read_with_its_log_is_said_before_it_is_copied(
-    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tf_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
 ) -> None:
     """A relay.db with a non-empty log beside it (a run stopped uncleanly) is read from a copy of
     both: a store of hundreds of megabytes was copied saying nothing, and the command seemed to
-    hang. Above COPY_NOTE_BYTES a note on stderr says what is copied, how much and why; below it,
-    nothing (the threshold lowered here: no test writes 100 MB)."""
+    hang. Above COPY_NOTE_BYTES a note on stderr says what is copied, how much and why, naming the
+    command as its other notes and warnings do (it said ``relaysim: note:``); below it, nothing (the
+    threshold lowered here: no test writes 100 MB). Read by the library alone, it is a warning."""
     from relaysim.sims.analysis import view
 
     run = copy_of(tf_run, tmp_path)
     _log_left(run)
-    view.from_db(run / "relay.db")
-    assert capsys.readouterr().err == ""  # a few kilobytes: no note
+    assert main([command, str(run)]) == 0
+    assert "note" not in capsys.readouterr().err  # a few kilobytes: no note
     monkeypatch.setattr(view, "COPY_NOTE_BYTES", 1000)
-    view.from_db(run / "relay.db")
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(
-        f"relaysim: note: {run / 'relay.db'}: relay.db-wal beside it"
-    ), err
-    assert "the run was stopped before its store was closed; copying it and its log (" in err, err
-    assert " MB) to read them together" in err, err
+    assert main([command, str(run)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes and notes[0].startswith(
+        f"relaysim {command}: note: {run / 'relay.db'}: relay.db-wal beside it"
+    ), notes
+    assert all(line.startswith(f"relaysim {command}: note: ") for line in notes), notes
+    assert "the run was stopped before its store was closed; copying it and its log (" in notes[0], notes
+    assert " MB) to read them together" in notes[0], notes
+    with pytest.warns(view.StoreCopyNote, match="to read them together"):
+        view.from_db(run / "relay.db")
 
 
 def test_a_copy_of_a_store_and_its_log_that_cannot_be_written_is_not_blamed_on_the_store(
