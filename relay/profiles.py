@@ -61,6 +61,7 @@ from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, Rec
 __all__ = [
     "CATEGORIES",
     "HISTORY",
+    "NOT_ON_THE_RELAY",
     "POLICY_FIELDS",
     "PROCESSES",
     "PROFILES",
@@ -80,6 +81,13 @@ CATEGORIES: Final[Mapping[str, str]] = {c.name: c.description for c in LEGAL_CAT
 PROCESSES: Final[Mapping[str, str]] = {i.key: i.description for i in INSTRUMENTS.values()}
 # What each process may compel (asks for), by law.
 ASKS: Final[Mapping[str, frozenset[str]]] = {i.key: i.asks for i in INSTRUMENTS.values()}
+# The processes served not on the relay's operator but on another custodian (a search warrant on the backup's
+# custodian, Apple or Google: relay/backup.py): the relay's desk refuses them (ComplianceDesk.serve), so no profile
+# answers them (Profile.discloses), and the rest, the relay's, are what a profile may answer.
+NOT_ON_THE_RELAY: Final[frozenset[str]] = frozenset({"backup_warrant"})
+_RELAY_ASKS: Final[Mapping[str, frozenset[str]]] = {
+    p: a for p, a in ASKS.items() if p not in NOT_ON_THE_RELAY
+}
 Custody = Literal["devices", "provider", "enterprise"]
 # How a contact's phone decides which devices (and keys) belong to an account: see Profile.identity_model.
 IdentityModel = Literal["account", "signed-devices", "per-device"]
@@ -246,6 +254,13 @@ class Profile:
     as_of: date | None = None
 
     def __post_init__(self) -> None:
+        # a process served on another custodian never reaches this provider's desk: an answer to it would be read
+        # by nothing, and say what no disclosure can give
+        if elsewhere := sorted(set(self.discloses) & NOT_ON_THE_RELAY):
+            raise ValueError(
+                f"profile {self.name!r}: discloses answers {', '.join(elsewhere)}, served on the backup's custodian "
+                "(relay/backup.py), not on the relay's operator, whose desk refuses it: remove it from discloses"
+            )
         # Without a published policy on the record, what each instrument gets and keeps back is said as a record's
         # word (``policy_record``, ``realtime_record``) or as the profile's assumption (``assumptions``): a
         # profile with neither for an instrument would give an empty reason, or claim a published policy it has not.
@@ -457,7 +472,7 @@ SIGNAL = Profile(
         "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County search warrant, 2021",
         _FBI_CHART,
     ),
-    discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
+    discloses={p: frozenset({"account_created", "last_seen"}) for p in _RELAY_ASKS},
     assumptions={
         **_pk_court_order_assumed(
             "Signal's published responses to US subpoenas and a search warrant, signal.org/bigbrother; the FBI chart"
@@ -766,7 +781,7 @@ THREEMA = Profile(
         _FBI_CHART,
     ),
     discloses={
-        p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
+        p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in _RELAY_ASKS
     },
     assumptions={
         **_pk_court_order_assumed(
@@ -824,7 +839,9 @@ WICKR = Profile(
         "the date of last use, the total number of messages sent and/or received, the type of device on which "
         "the account was created' (not on the record: docs/record.md)",
     ),
-    discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
+    discloses={
+        p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in _RELAY_ASKS
+    },
     assumptions={
         **_pk_court_order_assumed(
             "the FBI chart, of what US legal process gets; Wickr's privacy policy and information request reporting"
@@ -882,7 +899,8 @@ VIBER = Profile(
     policy_record="its only record, the FBI chart, names 'registration data, IP at creation; message history: "
     "time, date, source, destination' under a subpoena, and no more; no policy of Viber's for law enforcement is on record",
     discloses={
-        p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"}) for p in ASKS
+        p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"})
+        for p in _RELAY_ASKS
     },
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
@@ -1029,7 +1047,7 @@ LINE = Profile(
     published_policy=False,
     policy_record=f"its only record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; no policy of "
     f"LINE's for law enforcement is on record ({_LINE_GUIDELINES_LIST})",
-    discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
+    discloses={p: frozenset({"subscriber_info", "account_created"}) for p in _RELAY_ASKS},
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
         **_chart_dash_assumed("LINE", _LINE_CELL),
@@ -1072,7 +1090,7 @@ LINE_LETTER_SEALING_OFF = replace(
     # the profile keeps back is said as the chart's word, as with Letter Sealing on
     policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; {_LINE_GUIDELINES_LIST}"
     " (this profile cites them for the chats)",
-    discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
+    discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in _RELAY_ASKS},
     assumptions={
         **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),
         **_chart_dash_assumed(
@@ -1166,7 +1184,7 @@ WIRE = Profile(
     discloses={
         i.key: frozenset({"subscriber_info", "device_info", "group_membership"})
         for i in INSTRUMENTS.values()
-        if not i.forward
+        if not i.forward and i.key not in NOT_ON_THE_RELAY
     },
     # (not a preservation request, which hands nothing over, nor a warrant on a backup custodian,
     # served on Apple or Google, not on Wire: relay/backup.py)
@@ -1235,7 +1253,9 @@ WECHAT = Profile(
     policy_record="its only record, the FBI chart, names 'non-China accounts: name, phone, email, IP' under a "
     "subpoena, and no more; no policy of WeChat's for law enforcement is on record",
     discloses={
-        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
+        i.key: frozenset({"subscriber_info", "ip_addresses"})
+        for i in INSTRUMENTS.values()
+        if not i.forward and i.key not in NOT_ON_THE_RELAY
     },
     # its record is the chart's, of US process: what it hands a 2703(d) order or a search warrant (the chart's
     # cells: "—"), an interception order of another country's law, which its servers could serve (nothing), or
@@ -1387,7 +1407,7 @@ def _bb_readings(
 # _BB_SILENT, and BES's Canadian authorization), each hands over "certain metadata" as the project reads it.
 _BB_COURT_ORDERS: Final = ("court_order_2703d", "pen_register", *_BB_NOT_THE_CORRESPONDENCE, "pk_court_order")
 _BBM_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
-    **{p: ASKS[p] for p in ASKS},
+    **{p: ASKS[p] for p in _RELAY_ASKS},
     **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
     "subpoena": _BB_SUBPOENA,
     "pk_court_order": _BB_COURT_ORDER,
@@ -1464,7 +1484,7 @@ _BES_INDIA_CIPHERTEXT = (
     + _BES_INDIA_ENTERPRISE
 )
 _BES_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
-    **{p: ASKS[p] - {"content"} for p in ASKS},
+    **{p: ASKS[p] - {"content"} for p in _RELAY_ASKS},
     **{
         p: ASKS[p] - {"ciphertext", "content"}
         for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
@@ -1529,7 +1549,7 @@ KEEP_EVERYTHING_PROFILE = Profile(
     pen_register=True,
     device_facts=DEVICE_FACTS,
     sources=("not a real provider: the upper bound of what an end-to-end relay could hand over",),
-    discloses=dict(ASKS),
+    discloses=dict(_RELAY_ASKS),
 )
 
 PROFILES: Final[Mapping[str, Profile]] = {
