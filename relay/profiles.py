@@ -1584,6 +1584,12 @@ def get_profile(name: str) -> Profile:
 # --- history: a provider as it was on a date ------------------------------------------------------
 
 
+# A change's own word that the record gives no day ("(the record gives the year: the date is its first day)",
+# "reported December 2015; the record gives the month, so the date is its first day"), said by Change.when instead.
+_GIVES_NO_DAY = re.compile(r" \(the record gives (?:the (?:year|month)|no day)[,:][^()]*\)")
+_GIVES_NO_DAY_INSIDE = re.compile(r"; the record gives (?:the (?:year|month)|no day)[,:][^()]*(?=\))")
+
+
 @dataclass(frozen=True)
 class Change:
     """One dated change to a provider's design or policy.
@@ -1607,6 +1613,28 @@ class Change:
     # the change is to the record of the provider (a document dated ``effective``), not to its policy: an
     # order served after it in a run set before it says "the record", not "its policy", changed
     record: bool = False
+    # the year ("2021") or the month ("April 2016") the record gives for the change, where it gives no day:
+    # ``effective`` is that year's (month's) first day, the project's date, not the day anything changed
+    named: str | None = None
+
+    def when(self) -> str:
+        """When the change took effect, as a disclosure says it: "on 2021-01-07"; or, where the record gives only
+        the year (the month), "in 2021 (the record gives the year, not the day: dated here from its first day,
+        2021-01-01)"."""
+        if self.named is None:
+            return f"on {self.effective:%Y-%m-%d}"
+        unit = "month" if _MONTH_CITED.fullmatch(self.named) else "year"
+        return (
+            f"in {self.named} (the record gives the {unit}, not the day: dated here from its first day, "
+            f"{self.effective:%Y-%m-%d})"
+        )
+
+    def told(self) -> str:
+        """``what`` as a disclosure says it after ``when``: without its own word that the record gives no day,
+        which ``when`` says."""
+        if self.named is None:
+            return self.what
+        return _GIVES_NO_DAY_INSIDE.sub("", _GIVES_NO_DAY.sub("", self.what))
 
 
 # What a provider's compliance desk does with what it holds: a policy change may change only these.
@@ -2015,6 +2043,7 @@ def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
         {f: _named_later(said) for f in (_DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS)},
         policy=not design,
         record=not design,
+        named=said,
     )
 
 
@@ -2067,6 +2096,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="2013",
         ),
         Change(
             date(2015, 11, 30),
@@ -2090,6 +2120,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="December 2015",
         ),
         Change(
             date(2015, 12, 31),
@@ -2147,6 +2178,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="December 2015",
         ),
         Change(
             _CLEMENZA_REPORTED,
@@ -2162,6 +2194,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="April 2016",
         ),
     ),
     "imessage": (
@@ -2227,6 +2260,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "its first day)",
             {"group_source": _SIGNAL_GROUPS_BEFORE_2021},
             record=True,
+            named="2021",
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,
@@ -2245,6 +2279,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="2021",
         ),
     ),
     "telegram-cloud": (

@@ -187,10 +187,28 @@ def test_every_change_to_a_providers_record_is_said_as_the_records_not_its_polic
 def test_signal_answering_a_warrant_after_its_2021_record_in_a_run_set_before_says_the_record_changed() -> (
     None
 ):
+    """The record gives the year of Signal's 2021 response, not its day: the note said the record "changed on
+    2021-01-01", a day nothing happened on; it says the year, and that the date is the project's, once."""
     (after,) = _serve("signal", "2020-12-30", "search_warrant", at="3d", duration="4d")
     (changed,) = [n for n in after.notes if "2021-01-01" in n and "changed" in n]
-    assert changed.startswith("The record of Signal changed on 2021-01-01"), changed
+    assert changed.startswith(
+        "The record of Signal changed in 2021 (the record gives the year, not the day: dated here from its first "
+        "day, 2021-01-01), after this run's date (2020-12-30)"
+    ), changed
+    assert "changed on" not in changed and changed.count("the record gives") == 1, changed
     assert "policy changed" not in changed
+
+
+def test_a_record_dated_by_its_month_in_a_run_set_before_it_says_the_month_not_a_day() -> None:
+    """Project Clemenza's report is of April 2016 (the month only): an order served in April in a run set in March
+    said the record "changed on 2016-04-01"."""
+    (after,) = _serve("bbm-consumer", "2016-03-30", "ca_part_vi_authorization", at="3d", duration="4d")
+    (changed,) = [n for n in after.notes if "changed" in n and "Clemenza" in n]
+    assert changed.startswith(
+        "The record of BlackBerry Messenger / PIN (consumer) changed in April 2016 (the record gives the month, "
+        "not the day: dated here from its first day, 2016-04-01)"
+    ), changed
+    assert "changed on" not in changed and changed.count("the record gives") == 1, changed
 
 
 # --- 2. LINE's guidelines, not on the record --------------------------------------------------------------------
