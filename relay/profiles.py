@@ -1958,7 +1958,13 @@ def _month_name(word: str) -> str:
 # this date)", before the FBI chart's note where it has one. A month is not said where its year is, nor a year (a month)
 # where the text says so itself ("2018, after this date", "December 2015, after this date"), or says a day of that year
 # is later ("2018-10-29, after this date"). One change to the record per year or month named (HISTORY).
-_CHART_YEAR = re.compile(rf"\bchart \({_FBI_CHART_DATE.year}\)")
+# Not a citation: the FBI chart's year ("the FBI chart (2021)") and its "capabilities as of November 2020", which the
+# chart's own note says with its date (``_chart_later``), and an instrument's own name ("a 2010 access demand": the
+# run's instrument, refused before its day, relay/legal.py).
+_CHART_YEAR = re.compile(
+    rf"\bchart \({_FBI_CHART_DATE.year}\)|\bcapabilities as of November {_FBI_CHART_DATE.year - 1}\b|"
+    + "|".join(re.escape(i.name) for i in INSTRUMENTS.values() if _YEAR_CITED.search(i.name))
+)
 _LATER_SAID = re.compile(r" \(([^()]*) (?:is|are) after this date\)$")
 
 
@@ -1969,14 +1975,18 @@ def _named_first(said: str) -> date:
     return date(int(said), 1, 1)
 
 
+def _undated(text: str) -> str:
+    """``text`` without its days (``_DAY_CITED``) and what names a year without citing it (``_CHART_YEAR``)."""
+    return _CHART_YEAR.sub("", _DAY_CITED.sub("", text))
+
+
 def _named_alone(value: Any) -> set[str]:
     """The years ``value`` (a text, or texts by key) names alone, and the months it names with their years."""
     if isinstance(value, Mapping):
         return {n for v in value.values() for n in _named_alone(v)}
     if not isinstance(value, str):
         return set()
-    # "the FBI chart (2021)": the chart's own note says it is later (``_chart_later``)
-    undated = _CHART_YEAR.sub("", _DAY_CITED.sub("", value))
+    undated = _undated(value)
     return set(_YEAR_CITED.findall(undated)) | {m.group() for m in _MONTH_CITED.finditer(undated)}
 
 
@@ -1993,6 +2003,8 @@ def _named_later(said: str) -> Any:
     # (Santa Clara County search warrant) is after this date"
     said_itself = re.compile(
         rf"\b{year}(?:-\d\d-\d\d)?(?: \([^()]*\))?,? (?:is )?after this date|\b{year} \(after this date"
+        # "(…, CCS 2020, the conference opening 2020-11-09: the project's citation) is after this date"
+        rf"|\b{year}\b[^()]*\) (?:is|are) after this date"
     )
 
     def rewrite(value: Any) -> Any:
@@ -2441,7 +2453,7 @@ def _years_later(source: str, written: str, on: date) -> str:
     of ``on``'s own year it names, said at its end, but a year (a month) one of its days, already said to be later,
     falls in."""
     days_later = {d for d in _days_cited(written) if d > on}
-    undated = _DAY_CITED.sub("", written)
+    undated = _undated(written)
     named = {int(y) for y in _YEAR_CITED.findall(undated)}
     later = [str(y) for y in sorted(named - {d.year for d in days_later}) if y > on.year]
     months = {

@@ -1266,6 +1266,7 @@ def test_before_a_year_a_text_names_alone_it_says_it_is_later(name: str) -> None
                     later = (
                         rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
                         rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                        rf"|\b{year}\b[^()]*\) (is|are) after this date"
                     )
                     assert re.search(later, text), (name, day, f, year, text)
 
@@ -1287,7 +1288,7 @@ def test_whatsapps_messenger_ruling_is_said_later_in_a_run_set_before_2018() -> 
     [
         ("bes", date(2010, 6, 1), "notes", "content", "(August 2010 is after this date)"),
         ("telegram-cloud", date(2024, 8, 1), "notes", "ip_addresses", "(September 2024 is after this date)"),
-        ("imessage", date(2020, 6, 1), "notes", "realtime_routing", "(November 2020 is after this date)"),
+        # (not iMessage's "capabilities as of November 2020", which the chart's note says with its date: test 31)
     ],
 )
 def test_a_later_month_a_text_names_in_the_disclosures_own_year_is_said_later(
@@ -1296,7 +1297,7 @@ def test_a_later_month_a_text_names_in_the_disclosures_own_year_is_said_later(
     """As a source's (test 28): "RIM, August 2010" in a BES disclosure of June 2010 was said as known."""
     text = getattr(profile_as_of(name, day), field)[key]
     assert said in text, text
-    month = date(day.year, {"bes": 8, "telegram-cloud": 9, "imessage": 11}[name], 1)
+    month = date(day.year, {"bes": 8, "telegram-cloud": 9}[name], 1)
     assert said not in getattr(profile_as_of(name, month), field)[key]
 
 
@@ -1340,6 +1341,7 @@ def test_before_a_day_a_design_text_cites_it_says_it_is_later_from_the_runs_star
                     later = (
                         rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
                         rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                        rf"|\b{year}\b[^()]*\) (is|are) after this date"
                     )
                     assert re.search(later, text), (name, day, f, year, text)
 
@@ -1348,3 +1350,27 @@ def test_a_wire_run_before_its_key_verification_post_says_it_is_later() -> None:
     before = profile_as_of("wire", date(2016, 5, 1), served=date(2018, 1, 1)).identity_model_source
     assert "key-verification-secure-conversations, 2017-01-16, after this date)" in before, before
     assert "after this date" not in profile_as_of("wire", date(2017, 1, 16)).identity_model_source
+
+
+# --- 31. one thing said later once; an instrument's own name is no citation ------------------------------------
+
+
+def test_what_a_text_says_is_later_itself_is_not_said_again_at_its_end() -> None:
+    """iMessage's note on the chart's pen-register cell says "(dated 2021-01-07, after this date; capabilities as
+    of November 2020)", and before November 2020 it ended "(November 2020 is after this date)" besides; Signal's
+    design source from groups v2's announcement to the year's end said the paper (CCS 2020) "is after this date",
+    and ended "(2020 is after this date)"; a 2009 WhatsApp text naming "a 2010 access demand", the instrument's
+    own name, ended "(2010 is after this date)"."""
+    imessage = profile_as_of("imessage", date(2020, 6, 1))
+    (pen,) = [
+        t for t in _texts(imessage.notes) if "capabilities as of November 2020) lists no pen-register" in t
+    ]
+    assert "dated 2021-01-07, after this date" in pen and "November 2020 is after this date" not in pen, pen
+    assert not [t for t in _texts(imessage.notes) if "November 2020 is after this date" in t]
+    group = profile_as_of("signal", date(2019, 12, 20)).group_source
+    assert "CCS 2020, the conference opening 2020-11-09: the project's citation) is after this date" in group
+    assert "(2020 is after this date)" not in group, group
+    whatsapp = profile_as_of("whatsapp", date(2009, 6, 1))
+    (demand,) = {t for t in _texts(whatsapp.assumptions) if "a 2010 access demand" in t}
+    assert "2010 is after this date" not in demand, demand
+    assert not any("2010" in c.what for c in HISTORY["whatsapp"]), HISTORY["whatsapp"]
