@@ -1623,6 +1623,11 @@ class Change:
         2021-01-01)"."""
         if self.named is None:
             return f"on {self.effective:%Y-%m-%d}"
+        if _RANGE_CITED.fullmatch(self.named):
+            return (
+                f"in {self.effective.year} (the record gives the years {self.named}, not the day: dated here from "
+                f"the first day of the first, {self.effective:%Y-%m-%d})"
+            )
         unit = "month" if _MONTH_CITED.fullmatch(self.named) else "year"
         return (
             f"in {self.named} (the record gives the {unit}, not the day: dated here from its first day, "
@@ -1928,6 +1933,9 @@ def _day_dated(day: date, values: list[Any], design: bool = False) -> Change:
 # of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
 # on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
 _YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+# A range of years a text names ("Project Clemenza (2010-2012)", "India 2010-2013"): dated by its first year, as a year
+# named alone (a run set before it says the range is later); a run set inside it says so (``_this_year``).
+_RANGE_CITED = re.compile(r"(?<![\d-])((?:19|20)\d{2})-((?:19|20)\d{2})(?![\d-])")
 _MONTH_NAMES: Final = (
     "January",
     "February",
@@ -1972,6 +1980,8 @@ def _named_first(said: str) -> date:
     """The first day of ``said``, a year ("2018") or a month with its year ("August 2018", "Dec 2015")."""
     if (m := _MONTH_CITED.fullmatch(said)) is not None:
         return date(int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1)
+    if (r := _RANGE_CITED.fullmatch(said)) is not None:
+        return date(int(r.group(1)), 1, 1)
     return date(int(said), 1, 1)
 
 
@@ -1987,11 +1997,59 @@ def _named_alone(value: Any) -> set[str]:
     if not isinstance(value, str):
         return set()
     undated = _undated(value)
-    return set(_YEAR_CITED.findall(undated)) | {m.group() for m in _MONTH_CITED.finditer(undated)}
+    return (
+        set(_YEAR_CITED.findall(undated))
+        | {m.group() for m in _MONTH_CITED.finditer(undated)}
+        | {r.group() for r in _RANGE_CITED.finditer(undated)}
+    )
 
 
 def _is_named(said: str) -> bool:
-    return bool(_YEAR_CITED.fullmatch(said) or _MONTH_CITED.fullmatch(said))
+    return bool(_YEAR_CITED.fullmatch(said) or _MONTH_CITED.fullmatch(said) or _RANGE_CITED.fullmatch(said))
+
+
+# A year a text names alone in the disclosure's own year (in a design text: the run's), or a range of years the
+# disclosure's year is in: the record gives no month, so whether it came before the disclosure's day is not known
+# (India's acceptance "in 2013" in a run of January 2013). Said at the text's end, before what it says is later and the
+# FBI chart's note: "(2013: this year, the month not on the record)"; a range "(2010-2012: this year is its first, the
+# month not on the record)", "(… its last …)", or "(2010-2012: this date is within it)". Not a year the text names a
+# month or a day of, nor one it says is later itself.
+_THIS_YEAR_MONTH = "the month not on the record"
+
+
+def _this_year(value: Any, on: date) -> Any:
+    """``value`` (a text, or texts by key) as said on ``on``: its years of ``on``'s year, and its ranges ``on`` is
+    in, said as such at its end (above)."""
+    if isinstance(value, Mapping):
+        return {k: _this_year(v, on) for k, v in value.items()}
+    if not isinstance(value, str) or f"{_THIS_YEAR_MONTH})" in value or "this date is within it)" in value:
+        return value
+    chart = f"; {_CHART_LATER}"
+    head, tail = (value[: -len(chart)], chart) if value.endswith(chart) else (value, "")
+    group = _LATER_SAID.search(head)
+    body, later = (head[: group.start()], head[group.start() :]) if group else (head, "")
+    undated = _undated(body)
+    ranges = [(r.group(), int(r.group(1)), int(r.group(2))) for r in _RANGE_CITED.finditer(undated)]
+    alone = _MONTH_CITED.sub("", _RANGE_CITED.sub("", undated))
+    year = f"{on.year}"
+    said = []
+    for named, first, last in sorted(set(ranges), key=lambda r: r[1]):
+        if first == on.year:
+            said.append(f"{named}: this year is its first, {_THIS_YEAR_MONTH}")
+        elif last == on.year:
+            said.append(f"{named}: this year is its last, {_THIS_YEAR_MONTH}")
+        elif first < on.year < last:
+            said.append(f"{named}: this date is within it")
+    if (
+        year in _YEAR_CITED.findall(alone)
+        and not re.search(rf"\b{year}\b[^()]*,? (?:is )?after this date", body)
+        # "India accepted in 2013 that … (the record gives the year, not the day)": said already
+        and not re.search(rf"\b{year}\b[^()]*\(the record gives the year", body)
+    ):
+        said.append(f"{year}: this year, {_THIS_YEAR_MONTH}")
+    if not said:
+        return value
+    return f"{body} ({'; '.join(said)}){later}{tail}"
 
 
 def _named_later(said: str) -> Any:
@@ -2045,6 +2103,8 @@ def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
     kind = (
         f"month this profile's {texts} name with its year"
         if _MONTH_CITED.fullmatch(said)
+        else f"range of years this profile's {texts} name, dated by its first year"
+        if _RANGE_CITED.fullmatch(said)
         else f"year this profile's {texts} name alone"
     )
     return Change(
@@ -2375,7 +2435,10 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
         rewrite,
     ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later, _day_later)
         profile = replace(profile, **{key: rewrite(getattr(profile, key))})
-    return replace(profile, as_of=day)
+    # a year of the disclosure's own (the run's, for the design), which the record gives no month of (_this_year)
+    dated = {f: _this_year(getattr(profile, f), on) for f in _TEXT_FIELDS}
+    dated |= {f: _this_year(getattr(profile, f), day) for f in _DESIGN_TEXT_FIELDS}
+    return replace(profile, **dated, as_of=day)
 
 
 # Every provider whose profile cites a dated source (the FBI chart, a day, a year or a month), today or as it was: its
@@ -2456,6 +2519,10 @@ def _years_later(source: str, written: str, on: date) -> str:
     undated = _undated(written)
     named = {int(y) for y in _YEAR_CITED.findall(undated)}
     later = [str(y) for y in sorted(named - {d.year for d in days_later}) if y > on.year]
+    later = sorted(
+        {*later, *(r.group() for r in _RANGE_CITED.finditer(undated) if int(r.group(1)) > on.year)},
+        key=lambda n: (int(n[:4]), len(n)),
+    )
     months = {
         f"{m.group(1)} {m.group(2)}": date(
             int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1
@@ -2470,5 +2537,7 @@ def _years_later(source: str, written: str, on: date) -> str:
         and (first.year, first.month) not in {(d.year, d.month) for d in days_later}
     ] + later
     if not later:
-        return source
-    return f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)"
+        return _this_year(source, on)
+    return _this_year(
+        f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)", on
+    )

@@ -1077,7 +1077,11 @@ def test_a_source_dated_after_a_disclosures_day_says_it_is_later(name: str) -> N
             if "chart" in written and day < CHART:
                 assert "the FBI chart cited here is dated 2021-01-07, after this date" in said
             if not later_days and not any(int(y) > day.year for y in _YEAR.findall(written)):
-                assert said == written or "chart" in written, (name, day, said)
+                # but a year of the day's own, or a range it is in, said as such (test 32)
+                this_year = re.sub(
+                    r" \([^()]*(the month not on the record|this date is within it)\)$", "", said
+                )
+                assert this_year == written or "chart" in written, (name, day, said)
 
 
 def test_the_2016_subpoena_scenarios_disclosures_list_signals_sources_as_of_2016() -> None:
@@ -1374,3 +1378,65 @@ def test_what_a_text_says_is_later_itself_is_not_said_again_at_its_end() -> None
     (demand,) = {t for t in _texts(whatsapp.assumptions) if "a 2010 access demand" in t}
     assert "2010 is after this date" not in demand, demand
     assert not any("2010" in c.what for c in HISTORY["whatsapp"]), HISTORY["whatsapp"]
+
+
+# --- 32. a range of years; a year of the disclosure's own, whose month the record does not give ----------------
+
+
+def test_a_range_of_years_is_dated_by_its_first_year_and_a_run_inside_it_says_so() -> None:
+    """Project Clemenza (2010-2012) and BlackBerry in India (2010-2013) were not dated at all (a hyphenated year was
+    skipped): a consumer BBM run of 2009 named Clemenza's years as known, one of 2011 did not say it is inside
+    them; BES's source was listed so in 2009."""
+
+    def clemenza(day: date) -> str:
+        (text,) = [
+            t for t in _texts(profile_as_of("bbm-consumer", day).assumptions) if "Clemenza (2010-2012" in t
+        ]
+        return text
+
+    assert clemenza(date(2009, 6, 1)).endswith("(2010-2012 is after this date)"), clemenza(date(2009, 6, 1))
+    assert clemenza(date(2010, 3, 1)).endswith(
+        "(2010-2012: this year is its first, the month not on the record)"
+    )
+    assert clemenza(date(2011, 6, 1)).endswith("(2010-2012: this date is within it)")
+    assert clemenza(date(2012, 3, 1)).endswith(
+        "(2010-2012: this year is its last, the month not on the record)"
+    )
+    assert clemenza(date(2013, 3, 1)).endswith("not the record of who turned it"), clemenza(date(2013, 3, 1))
+    (first,) = [c for c in HISTORY["bbm-consumer"] if c.named == "2010-2012"]
+    assert first.effective == date(2010, 1, 1) and first.record and "range of years" in first.what
+    assert first.when().startswith("in 2010 (the record gives the years 2010-2012, not the day")
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2009, 6, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith("(2010-2013, 2012, 2013 are after this date)"), india
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2011, 6, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith("(2010-2013: this date is within it) (2012, 2013 are after this date)"), india
+
+
+def test_a_year_of_the_disclosures_own_whose_month_the_record_does_not_give_is_said_so() -> None:
+    """India's acceptance "in 2013" and the Mumbai facility "(2012)" were said as known in a run earlier that year
+    (india-2010 is set on 2013-01-07): the record gives no month, so whether they came before it is not known."""
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2012, 3, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert "(2010-2013: this date is within it; 2012: this year, the month not on the record)" in india, india
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2013, 1, 7)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith("2013: this year, the month not on the record)"), india
+    notes = profile_as_of("bes", date(2012, 3, 1)).jurisdiction_notes["in"]
+    assert notes["ciphertext"].startswith("India's interception facility (Mumbai, 2012)")
+    assert notes["ciphertext"].endswith(
+        "India accepted in 2013, after this date, that enterprise data comes from the enterprise (2012: this year, "
+        "the month not on the record)"
+    ), notes
+    # said once: a text that says the record gives the year only is not said again; a named month is no year alone
+    accepted = profile_as_of("bes", date(2013, 1, 7)).jurisdiction_notes["in"]["ciphertext"]
+    assert "(the record gives the year, not the day)" in accepted and "this year" not in accepted, accepted
+    rim = profile_as_of("bes", date(2010, 9, 1)).notes["content"]
+    assert "RIM, August 2010" in rim and "this year" not in rim and "after this date" not in rim, rim
+    # a year passed says nothing
+    assert "this year" not in profile_as_of("bes", date(2014, 3, 1)).jurisdiction_notes["in"]["ciphertext"]
