@@ -533,12 +533,12 @@ class ComplianceDesk:
         for c in reversed(desk._policy_changed):
             d.notes.insert(
                 0,
-                f"The record of {self.profile.title} changed on {c.effective:%Y-%m-%d}, after this run's date "
-                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
+                f"The record of {self.profile.title} changed {c.when()}, after this run's date "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.told()} ({c.source}). "
                 "The order is answered as the record stood when it was served."
                 if c.record
-                else f"{self.profile.title}'s policy changed on {c.effective:%Y-%m-%d}, after this run's date "
-                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
+                else f"{self.profile.title}'s policy changed {c.when()}, after this run's date "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.told()} ({c.source}). "
                 "The order is answered under the policy in force when it was served.",
             )
         return d

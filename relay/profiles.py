@@ -61,6 +61,7 @@ from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, Rec
 __all__ = [
     "CATEGORIES",
     "HISTORY",
+    "NOT_ON_THE_RELAY",
     "POLICY_FIELDS",
     "PROCESSES",
     "PROFILES",
@@ -80,6 +81,13 @@ CATEGORIES: Final[Mapping[str, str]] = {c.name: c.description for c in LEGAL_CAT
 PROCESSES: Final[Mapping[str, str]] = {i.key: i.description for i in INSTRUMENTS.values()}
 # What each process may compel (asks for), by law.
 ASKS: Final[Mapping[str, frozenset[str]]] = {i.key: i.asks for i in INSTRUMENTS.values()}
+# The processes served not on the relay's operator but on another custodian (a search warrant on the backup's
+# custodian, Apple or Google: relay/backup.py): the relay's desk refuses them (ComplianceDesk.serve), so no profile
+# answers them (Profile.discloses), and the rest, the relay's, are what a profile may answer.
+NOT_ON_THE_RELAY: Final[frozenset[str]] = frozenset({"backup_warrant"})
+_RELAY_ASKS: Final[Mapping[str, frozenset[str]]] = {
+    p: a for p, a in ASKS.items() if p not in NOT_ON_THE_RELAY
+}
 Custody = Literal["devices", "provider", "enterprise"]
 # How a contact's phone decides which devices (and keys) belong to an account: see Profile.identity_model.
 IdentityModel = Literal["account", "signed-devices", "per-device"]
@@ -246,6 +254,13 @@ class Profile:
     as_of: date | None = None
 
     def __post_init__(self) -> None:
+        # a process served on another custodian never reaches this provider's desk: an answer to it would be read
+        # by nothing, and say what no disclosure can give
+        if elsewhere := sorted(set(self.discloses) & NOT_ON_THE_RELAY):
+            raise ValueError(
+                f"profile {self.name!r}: discloses answers {', '.join(elsewhere)}, served on the backup's custodian "
+                "(relay/backup.py), not on the relay's operator, whose desk refuses it: remove it from discloses"
+            )
         # Without a published policy on the record, what each instrument gets and keeps back is said as a record's
         # word (``policy_record``, ``realtime_record``) or as the profile's assumption (``assumptions``): a
         # profile with neither for an instrument would give an empty reason, or claim a published policy it has not.
@@ -457,7 +472,7 @@ SIGNAL = Profile(
         "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County search warrant, 2021",
         _FBI_CHART,
     ),
-    discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
+    discloses={p: frozenset({"account_created", "last_seen"}) for p in _RELAY_ASKS},
     assumptions={
         **_pk_court_order_assumed(
             "Signal's published responses to US subpoenas and a search warrant, signal.org/bigbrother; the FBI chart"
@@ -766,7 +781,7 @@ THREEMA = Profile(
         _FBI_CHART,
     ),
     discloses={
-        p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
+        p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in _RELAY_ASKS
     },
     assumptions={
         **_pk_court_order_assumed(
@@ -824,7 +839,9 @@ WICKR = Profile(
         "the date of last use, the total number of messages sent and/or received, the type of device on which "
         "the account was created' (not on the record: docs/record.md)",
     ),
-    discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
+    discloses={
+        p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in _RELAY_ASKS
+    },
     assumptions={
         **_pk_court_order_assumed(
             "the FBI chart, of what US legal process gets; Wickr's privacy policy and information request reporting"
@@ -882,7 +899,8 @@ VIBER = Profile(
     policy_record="its only record, the FBI chart, names 'registration data, IP at creation; message history: "
     "time, date, source, destination' under a subpoena, and no more; no policy of Viber's for law enforcement is on record",
     discloses={
-        p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"}) for p in ASKS
+        p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"})
+        for p in _RELAY_ASKS
     },
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
@@ -1029,7 +1047,7 @@ LINE = Profile(
     published_policy=False,
     policy_record=f"its only record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; no policy of "
     f"LINE's for law enforcement is on record ({_LINE_GUIDELINES_LIST})",
-    discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
+    discloses={p: frozenset({"subscriber_info", "account_created"}) for p in _RELAY_ASKS},
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
         **_chart_dash_assumed("LINE", _LINE_CELL),
@@ -1072,7 +1090,7 @@ LINE_LETTER_SEALING_OFF = replace(
     # the profile keeps back is said as the chart's word, as with Letter Sealing on
     policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; {_LINE_GUIDELINES_LIST}"
     " (this profile cites them for the chats)",
-    discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
+    discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in _RELAY_ASKS},
     assumptions={
         **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),
         **_chart_dash_assumed(
@@ -1166,7 +1184,7 @@ WIRE = Profile(
     discloses={
         i.key: frozenset({"subscriber_info", "device_info", "group_membership"})
         for i in INSTRUMENTS.values()
-        if not i.forward
+        if not i.forward and i.key not in NOT_ON_THE_RELAY
     },
     # (not a preservation request, which hands nothing over, nor a warrant on a backup custodian,
     # served on Apple or Google, not on Wire: relay/backup.py)
@@ -1235,7 +1253,9 @@ WECHAT = Profile(
     policy_record="its only record, the FBI chart, names 'non-China accounts: name, phone, email, IP' under a "
     "subpoena, and no more; no policy of WeChat's for law enforcement is on record",
     discloses={
-        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
+        i.key: frozenset({"subscriber_info", "ip_addresses"})
+        for i in INSTRUMENTS.values()
+        if not i.forward and i.key not in NOT_ON_THE_RELAY
     },
     # its record is the chart's, of US process: what it hands a 2703(d) order or a search warrant (the chart's
     # cells: "—"), an interception order of another country's law, which its servers could serve (nothing), or
@@ -1387,7 +1407,7 @@ def _bb_readings(
 # _BB_SILENT, and BES's Canadian authorization), each hands over "certain metadata" as the project reads it.
 _BB_COURT_ORDERS: Final = ("court_order_2703d", "pen_register", *_BB_NOT_THE_CORRESPONDENCE, "pk_court_order")
 _BBM_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
-    **{p: ASKS[p] for p in ASKS},
+    **{p: ASKS[p] for p in _RELAY_ASKS},
     **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
     "subpoena": _BB_SUBPOENA,
     "pk_court_order": _BB_COURT_ORDER,
@@ -1464,7 +1484,7 @@ _BES_INDIA_CIPHERTEXT = (
     + _BES_INDIA_ENTERPRISE
 )
 _BES_DISCLOSES: Final[Mapping[str, frozenset[str]]] = {
-    **{p: ASKS[p] - {"content"} for p in ASKS},
+    **{p: ASKS[p] - {"content"} for p in _RELAY_ASKS},
     **{
         p: ASKS[p] - {"ciphertext", "content"}
         for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
@@ -1529,7 +1549,7 @@ KEEP_EVERYTHING_PROFILE = Profile(
     pen_register=True,
     device_facts=DEVICE_FACTS,
     sources=("not a real provider: the upper bound of what an end-to-end relay could hand over",),
-    discloses=dict(ASKS),
+    discloses=dict(_RELAY_ASKS),
 )
 
 PROFILES: Final[Mapping[str, Profile]] = {
@@ -1564,6 +1584,12 @@ def get_profile(name: str) -> Profile:
 # --- history: a provider as it was on a date ------------------------------------------------------
 
 
+# A change's own word that the record gives no day ("(the record gives the year: the date is its first day)",
+# "reported December 2015; the record gives the month, so the date is its first day"), said by Change.when instead.
+_GIVES_NO_DAY = re.compile(r" \(the record gives (?:the (?:year|month)|no day)[,:][^()]*\)")
+_GIVES_NO_DAY_INSIDE = re.compile(r"; the record gives (?:the (?:year|month)|no day)[,:][^()]*(?=\))")
+
+
 @dataclass(frozen=True)
 class Change:
     """One dated change to a provider's design or policy.
@@ -1587,6 +1613,33 @@ class Change:
     # the change is to the record of the provider (a document dated ``effective``), not to its policy: an
     # order served after it in a run set before it says "the record", not "its policy", changed
     record: bool = False
+    # the year ("2021") or the month ("April 2016") the record gives for the change, where it gives no day:
+    # ``effective`` is that year's (month's) first day, the project's date, not the day anything changed
+    named: str | None = None
+
+    def when(self) -> str:
+        """When the change took effect, as a disclosure says it: "on 2021-01-07"; or, where the record gives only
+        the year (the month), "in 2021 (the record gives the year, not the day: dated here from its first day,
+        2021-01-01)"."""
+        if self.named is None:
+            return f"on {self.effective:%Y-%m-%d}"
+        if _RANGE_CITED.fullmatch(self.named):
+            return (
+                f"in {self.effective.year} (the record gives the years {self.named}, not the day: dated here from "
+                f"the first day of the first, {self.effective:%Y-%m-%d})"
+            )
+        unit = "month" if _MONTH_CITED.fullmatch(self.named) else "year"
+        return (
+            f"in {self.named} (the record gives the {unit}, not the day: dated here from its first day, "
+            f"{self.effective:%Y-%m-%d})"
+        )
+
+    def told(self) -> str:
+        """``what`` as a disclosure says it after ``when``: without its own word that the record gives no day,
+        which ``when`` says."""
+        if self.named is None:
+            return self.what
+        return _GIVES_NO_DAY_INSIDE.sub("", _GIVES_NO_DAY.sub("", self.what))
 
 
 # What a provider's compliance desk does with what it holds: a policy change may change only these.
@@ -1880,6 +1933,9 @@ def _day_dated(day: date, values: list[Any], design: bool = False) -> Change:
 # of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
 # on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
 _YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+# A range of years a text names ("Project Clemenza (2010-2012)", "India 2010-2013"): dated by its first year, as a year
+# named alone (a run set before it says the range is later); a run set inside it says so (``_this_year``).
+_RANGE_CITED = re.compile(r"(?<![\d-])((?:19|20)\d{2})-((?:19|20)\d{2})(?![\d-])")
 _MONTH_NAMES: Final = (
     "January",
     "February",
@@ -1910,7 +1966,13 @@ def _month_name(word: str) -> str:
 # this date)", before the FBI chart's note where it has one. A month is not said where its year is, nor a year (a month)
 # where the text says so itself ("2018, after this date", "December 2015, after this date"), or says a day of that year
 # is later ("2018-10-29, after this date"). One change to the record per year or month named (HISTORY).
-_CHART_YEAR = re.compile(rf"\bchart \({_FBI_CHART_DATE.year}\)")
+# Not a citation: the FBI chart's year ("the FBI chart (2021)") and its "capabilities as of November 2020", which the
+# chart's own note says with its date (``_chart_later``), and an instrument's own name ("a 2010 access demand": the
+# run's instrument, refused before its day, relay/legal.py).
+_CHART_YEAR = re.compile(
+    rf"\bchart \({_FBI_CHART_DATE.year}\)|\bcapabilities as of November {_FBI_CHART_DATE.year - 1}\b|"
+    + "|".join(re.escape(i.name) for i in INSTRUMENTS.values() if _YEAR_CITED.search(i.name))
+)
 _LATER_SAID = re.compile(r" \(([^()]*) (?:is|are) after this date\)$")
 
 
@@ -1918,7 +1980,14 @@ def _named_first(said: str) -> date:
     """The first day of ``said``, a year ("2018") or a month with its year ("August 2018", "Dec 2015")."""
     if (m := _MONTH_CITED.fullmatch(said)) is not None:
         return date(int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1)
+    if (r := _RANGE_CITED.fullmatch(said)) is not None:
+        return date(int(r.group(1)), 1, 1)
     return date(int(said), 1, 1)
+
+
+def _undated(text: str) -> str:
+    """``text`` without its days (``_DAY_CITED``) and what names a year without citing it (``_CHART_YEAR``)."""
+    return _CHART_YEAR.sub("", _DAY_CITED.sub("", text))
 
 
 def _named_alone(value: Any) -> set[str]:
@@ -1927,13 +1996,60 @@ def _named_alone(value: Any) -> set[str]:
         return {n for v in value.values() for n in _named_alone(v)}
     if not isinstance(value, str):
         return set()
-    # "the FBI chart (2021)": the chart's own note says it is later (``_chart_later``)
-    undated = _CHART_YEAR.sub("", _DAY_CITED.sub("", value))
-    return set(_YEAR_CITED.findall(undated)) | {m.group() for m in _MONTH_CITED.finditer(undated)}
+    undated = _undated(value)
+    return (
+        set(_YEAR_CITED.findall(undated))
+        | {m.group() for m in _MONTH_CITED.finditer(undated)}
+        | {r.group() for r in _RANGE_CITED.finditer(undated)}
+    )
 
 
 def _is_named(said: str) -> bool:
-    return bool(_YEAR_CITED.fullmatch(said) or _MONTH_CITED.fullmatch(said))
+    return bool(_YEAR_CITED.fullmatch(said) or _MONTH_CITED.fullmatch(said) or _RANGE_CITED.fullmatch(said))
+
+
+# A year a text names alone in the disclosure's own year (in a design text: the run's), or a range of years the
+# disclosure's year is in: the record gives no month, so whether it came before the disclosure's day is not known
+# (India's acceptance "in 2013" in a run of January 2013). Said at the text's end, before what it says is later and the
+# FBI chart's note: "(2013: this year, the month not on the record)"; a range "(2010-2012: this year is its first, the
+# month not on the record)", "(… its last …)", or "(2010-2012: this date is within it)". Not a year the text names a
+# month or a day of, nor one it says is later itself.
+_THIS_YEAR_MONTH = "the month not on the record"
+
+
+def _this_year(value: Any, on: date) -> Any:
+    """``value`` (a text, or texts by key) as said on ``on``: its years of ``on``'s year, and its ranges ``on`` is
+    in, said as such at its end (above)."""
+    if isinstance(value, Mapping):
+        return {k: _this_year(v, on) for k, v in value.items()}
+    if not isinstance(value, str) or f"{_THIS_YEAR_MONTH})" in value or "this date is within it)" in value:
+        return value
+    chart = f"; {_CHART_LATER}"
+    head, tail = (value[: -len(chart)], chart) if value.endswith(chart) else (value, "")
+    group = _LATER_SAID.search(head)
+    body, later = (head[: group.start()], head[group.start() :]) if group else (head, "")
+    undated = _undated(body)
+    ranges = [(r.group(), int(r.group(1)), int(r.group(2))) for r in _RANGE_CITED.finditer(undated)]
+    alone = _MONTH_CITED.sub("", _RANGE_CITED.sub("", undated))
+    year = f"{on.year}"
+    said = []
+    for named, first, last in sorted(set(ranges), key=lambda r: r[1]):
+        if first == on.year:
+            said.append(f"{named}: this year is its first, {_THIS_YEAR_MONTH}")
+        elif last == on.year:
+            said.append(f"{named}: this year is its last, {_THIS_YEAR_MONTH}")
+        elif first < on.year < last:
+            said.append(f"{named}: this date is within it")
+    if (
+        year in _YEAR_CITED.findall(alone)
+        and not re.search(rf"\b{year}\b[^()]*,? (?:is )?after this date", body)
+        # "India accepted in 2013 that … (the record gives the year, not the day)": said already
+        and not re.search(rf"\b{year}\b[^()]*\(the record gives the year", body)
+    ):
+        said.append(f"{year}: this year, {_THIS_YEAR_MONTH}")
+    if not said:
+        return value
+    return f"{body} ({'; '.join(said)}){later}{tail}"
 
 
 def _named_later(said: str) -> Any:
@@ -1945,6 +2061,8 @@ def _named_later(said: str) -> Any:
     # (Santa Clara County search warrant) is after this date"
     said_itself = re.compile(
         rf"\b{year}(?:-\d\d-\d\d)?(?: \([^()]*\))?,? (?:is )?after this date|\b{year} \(after this date"
+        # "(…, CCS 2020, the conference opening 2020-11-09: the project's citation) is after this date"
+        rf"|\b{year}\b[^()]*\) (?:is|are) after this date"
     )
 
     def rewrite(value: Any) -> Any:
@@ -1985,6 +2103,8 @@ def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
     kind = (
         f"month this profile's {texts} name with its year"
         if _MONTH_CITED.fullmatch(said)
+        else f"range of years this profile's {texts} name, dated by its first year"
+        if _RANGE_CITED.fullmatch(said)
         else f"year this profile's {texts} name alone"
     )
     return Change(
@@ -1995,6 +2115,7 @@ def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
         {f: _named_later(said) for f in (_DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS)},
         policy=not design,
         record=not design,
+        named=said,
     )
 
 
@@ -2047,6 +2168,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="2013",
         ),
         Change(
             date(2015, 11, 30),
@@ -2070,6 +2192,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="December 2015",
         ),
         Change(
             date(2015, 12, 31),
@@ -2127,6 +2250,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="December 2015",
         ),
         Change(
             _CLEMENZA_REPORTED,
@@ -2142,6 +2266,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="April 2016",
         ),
     ),
     "imessage": (
@@ -2207,6 +2332,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "its first day)",
             {"group_source": _SIGNAL_GROUPS_BEFORE_2021},
             record=True,
+            named="2021",
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,
@@ -2225,6 +2351,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             },
             policy=True,
             record=True,
+            named="2021",
         ),
     ),
     "telegram-cloud": (
@@ -2308,7 +2435,10 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
         rewrite,
     ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later, _day_later)
         profile = replace(profile, **{key: rewrite(getattr(profile, key))})
-    return replace(profile, as_of=day)
+    # a year of the disclosure's own (the run's, for the design), which the record gives no month of (_this_year)
+    dated = {f: _this_year(getattr(profile, f), on) for f in _TEXT_FIELDS}
+    dated |= {f: _this_year(getattr(profile, f), day) for f in _DESIGN_TEXT_FIELDS}
+    return replace(profile, **dated, as_of=day)
 
 
 # Every provider whose profile cites a dated source (the FBI chart, a day, a year or a month), today or as it was: its
@@ -2386,9 +2516,13 @@ def _years_later(source: str, written: str, on: date) -> str:
     of ``on``'s own year it names, said at its end, but a year (a month) one of its days, already said to be later,
     falls in."""
     days_later = {d for d in _days_cited(written) if d > on}
-    undated = _DAY_CITED.sub("", written)
+    undated = _undated(written)
     named = {int(y) for y in _YEAR_CITED.findall(undated)}
     later = [str(y) for y in sorted(named - {d.year for d in days_later}) if y > on.year]
+    later = sorted(
+        {*later, *(r.group() for r in _RANGE_CITED.finditer(undated) if int(r.group(1)) > on.year)},
+        key=lambda n: (int(n[:4]), len(n)),
+    )
     months = {
         f"{m.group(1)} {m.group(2)}": date(
             int(m.group(2)), _MONTH_NAMES.index(_month_name(m.group(1))) + 1, 1
@@ -2403,5 +2537,7 @@ def _years_later(source: str, written: str, on: date) -> str:
         and (first.year, first.month) not in {(d.year, d.month) for d in days_later}
     ] + later
     if not later:
-        return source
-    return f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)"
+        return _this_year(source, on)
+    return _this_year(
+        f"{source} ({', '.join(later)} {'is' if len(later) == 1 else 'are'} after this date)", on
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,6 +229,36 @@ def test_every_instrument_belongs_to_a_known_jurisdiction_and_asks_known_categor
         assert (i.looks == "freeze") == (not i.asks)
     for p in PROFILES.values():
         assert set(p.discloses) <= set(INSTRUMENTS), p.name
+
+
+def test_no_profile_answers_a_process_its_desk_refuses(tmp_path: Path) -> None:
+    """bbm-consumer, line-letter-sealing-off and keep-everything (and every profile answering each process it
+    defines) listed content under a search warrant on the backup's custodian, which the relay's desk refuses (it is
+    served on Apple or Google: relay/backup.py): an answer read by nothing. No profile, as it is today or as of any
+    day its record changed, answers a process its own desk refuses; and a profile that does is refused."""
+    from datetime import timedelta
+
+    from relaysim.relay.profiles import HISTORY, profile_as_of
+
+    store = Store(tmp_path / "relay.db", durable=False)
+    try:
+        for name in PROFILES:
+            days = sorted(
+                {d for c in HISTORY.get(name, ()) for d in (c.effective, c.effective - timedelta(days=1))}
+            )
+            for profile in (get_profile(name), *(profile_as_of(name, d) for d in days)):
+                desk = ComplianceDesk(store, profile)
+                for process in profile.discloses:
+                    try:
+                        desk.serve(LegalProcess(name="o", process=process, target="nobody", served=0.0))
+                    except ValueError as e:
+                        assert "not on the relay's operator" not in str(e), (name, profile.as_of, process, e)
+    finally:
+        store.close()
+    with pytest.raises(
+        ValueError, match="discloses answers backup_warrant, served on the backup's custodian"
+    ):
+        replace(get_profile("keep-everything"), discloses={"backup_warrant": frozenset({"content"})})
 
 
 _ORDER = """

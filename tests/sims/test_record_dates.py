@@ -187,10 +187,28 @@ def test_every_change_to_a_providers_record_is_said_as_the_records_not_its_polic
 def test_signal_answering_a_warrant_after_its_2021_record_in_a_run_set_before_says_the_record_changed() -> (
     None
 ):
+    """The record gives the year of Signal's 2021 response, not its day: the note said the record "changed on
+    2021-01-01", a day nothing happened on; it says the year, and that the date is the project's, once."""
     (after,) = _serve("signal", "2020-12-30", "search_warrant", at="3d", duration="4d")
     (changed,) = [n for n in after.notes if "2021-01-01" in n and "changed" in n]
-    assert changed.startswith("The record of Signal changed on 2021-01-01"), changed
+    assert changed.startswith(
+        "The record of Signal changed in 2021 (the record gives the year, not the day: dated here from its first "
+        "day, 2021-01-01), after this run's date (2020-12-30)"
+    ), changed
+    assert "changed on" not in changed and changed.count("the record gives") == 1, changed
     assert "policy changed" not in changed
+
+
+def test_a_record_dated_by_its_month_in_a_run_set_before_it_says_the_month_not_a_day() -> None:
+    """Project Clemenza's report is of April 2016 (the month only): an order served in April in a run set in March
+    said the record "changed on 2016-04-01"."""
+    (after,) = _serve("bbm-consumer", "2016-03-30", "ca_part_vi_authorization", at="3d", duration="4d")
+    (changed,) = [n for n in after.notes if "changed" in n and "Clemenza" in n]
+    assert changed.startswith(
+        "The record of BlackBerry Messenger / PIN (consumer) changed in April 2016 (the record gives the month, "
+        "not the day: dated here from its first day, 2016-04-01)"
+    ), changed
+    assert "changed on" not in changed and changed.count("the record gives") == 1, changed
 
 
 # --- 2. LINE's guidelines, not on the record --------------------------------------------------------------------
@@ -1059,7 +1077,11 @@ def test_a_source_dated_after_a_disclosures_day_says_it_is_later(name: str) -> N
             if "chart" in written and day < CHART:
                 assert "the FBI chart cited here is dated 2021-01-07, after this date" in said
             if not later_days and not any(int(y) > day.year for y in _YEAR.findall(written)):
-                assert said == written or "chart" in written, (name, day, said)
+                # but a year of the day's own, or a range it is in, said as such (test 32)
+                this_year = re.sub(
+                    r" \([^()]*(the month not on the record|this date is within it)\)$", "", said
+                )
+                assert this_year == written or "chart" in written, (name, day, said)
 
 
 def test_the_2016_subpoena_scenarios_disclosures_list_signals_sources_as_of_2016() -> None:
@@ -1248,6 +1270,7 @@ def test_before_a_year_a_text_names_alone_it_says_it_is_later(name: str) -> None
                     later = (
                         rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
                         rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                        rf"|\b{year}\b[^()]*\) (is|are) after this date"
                     )
                     assert re.search(later, text), (name, day, f, year, text)
 
@@ -1269,7 +1292,7 @@ def test_whatsapps_messenger_ruling_is_said_later_in_a_run_set_before_2018() -> 
     [
         ("bes", date(2010, 6, 1), "notes", "content", "(August 2010 is after this date)"),
         ("telegram-cloud", date(2024, 8, 1), "notes", "ip_addresses", "(September 2024 is after this date)"),
-        ("imessage", date(2020, 6, 1), "notes", "realtime_routing", "(November 2020 is after this date)"),
+        # (not iMessage's "capabilities as of November 2020", which the chart's note says with its date: test 31)
     ],
 )
 def test_a_later_month_a_text_names_in_the_disclosures_own_year_is_said_later(
@@ -1278,7 +1301,7 @@ def test_a_later_month_a_text_names_in_the_disclosures_own_year_is_said_later(
     """As a source's (test 28): "RIM, August 2010" in a BES disclosure of June 2010 was said as known."""
     text = getattr(profile_as_of(name, day), field)[key]
     assert said in text, text
-    month = date(day.year, {"bes": 8, "telegram-cloud": 9, "imessage": 11}[name], 1)
+    month = date(day.year, {"bes": 8, "telegram-cloud": 9}[name], 1)
     assert said not in getattr(profile_as_of(name, month), field)[key]
 
 
@@ -1322,6 +1345,7 @@ def test_before_a_day_a_design_text_cites_it_says_it_is_later_from_the_runs_star
                     later = (
                         rf"\b{year}(-\d\d-\d\d)?( \([^()]*\))?,? (is )?after this date|\b{year} \(after this date"
                         rf"|\([^()]*\b{year}\b[^()]* after this date\)"
+                        rf"|\b{year}\b[^()]*\) (is|are) after this date"
                     )
                     assert re.search(later, text), (name, day, f, year, text)
 
@@ -1330,3 +1354,89 @@ def test_a_wire_run_before_its_key_verification_post_says_it_is_later() -> None:
     before = profile_as_of("wire", date(2016, 5, 1), served=date(2018, 1, 1)).identity_model_source
     assert "key-verification-secure-conversations, 2017-01-16, after this date)" in before, before
     assert "after this date" not in profile_as_of("wire", date(2017, 1, 16)).identity_model_source
+
+
+# --- 31. one thing said later once; an instrument's own name is no citation ------------------------------------
+
+
+def test_what_a_text_says_is_later_itself_is_not_said_again_at_its_end() -> None:
+    """iMessage's note on the chart's pen-register cell says "(dated 2021-01-07, after this date; capabilities as
+    of November 2020)", and before November 2020 it ended "(November 2020 is after this date)" besides; Signal's
+    design source from groups v2's announcement to the year's end said the paper (CCS 2020) "is after this date",
+    and ended "(2020 is after this date)"; a 2009 WhatsApp text naming "a 2010 access demand", the instrument's
+    own name, ended "(2010 is after this date)"."""
+    imessage = profile_as_of("imessage", date(2020, 6, 1))
+    (pen,) = [
+        t for t in _texts(imessage.notes) if "capabilities as of November 2020) lists no pen-register" in t
+    ]
+    assert "dated 2021-01-07, after this date" in pen and "November 2020 is after this date" not in pen, pen
+    assert not [t for t in _texts(imessage.notes) if "November 2020 is after this date" in t]
+    group = profile_as_of("signal", date(2019, 12, 20)).group_source
+    assert "CCS 2020, the conference opening 2020-11-09: the project's citation) is after this date" in group
+    assert "(2020 is after this date)" not in group, group
+    whatsapp = profile_as_of("whatsapp", date(2009, 6, 1))
+    (demand,) = {t for t in _texts(whatsapp.assumptions) if "a 2010 access demand" in t}
+    assert "2010 is after this date" not in demand, demand
+    assert not any("2010" in c.what for c in HISTORY["whatsapp"]), HISTORY["whatsapp"]
+
+
+# --- 32. a range of years; a year of the disclosure's own, whose month the record does not give ----------------
+
+
+def test_a_range_of_years_is_dated_by_its_first_year_and_a_run_inside_it_says_so() -> None:
+    """Project Clemenza (2010-2012) and BlackBerry in India (2010-2013) were not dated at all (a hyphenated year was
+    skipped): a consumer BBM run of 2009 named Clemenza's years as known, one of 2011 did not say it is inside
+    them; BES's source was listed so in 2009."""
+
+    def clemenza(day: date) -> str:
+        (text,) = [
+            t for t in _texts(profile_as_of("bbm-consumer", day).assumptions) if "Clemenza (2010-2012" in t
+        ]
+        return text
+
+    assert clemenza(date(2009, 6, 1)).endswith("(2010-2012 is after this date)"), clemenza(date(2009, 6, 1))
+    assert clemenza(date(2010, 3, 1)).endswith(
+        "(2010-2012: this year is its first, the month not on the record)"
+    )
+    assert clemenza(date(2011, 6, 1)).endswith("(2010-2012: this date is within it)")
+    assert clemenza(date(2012, 3, 1)).endswith(
+        "(2010-2012: this year is its last, the month not on the record)"
+    )
+    assert clemenza(date(2013, 3, 1)).endswith("not the record of who turned it"), clemenza(date(2013, 3, 1))
+    (first,) = [c for c in HISTORY["bbm-consumer"] if c.named == "2010-2012"]
+    assert first.effective == date(2010, 1, 1) and first.record and "range of years" in first.what
+    assert first.when().startswith("in 2010 (the record gives the years 2010-2012, not the day")
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2009, 6, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith("(2010-2013, 2012, 2013 are after this date)"), india
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2011, 6, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith("(2010-2013: this date is within it) (2012, 2013 are after this date)"), india
+
+
+def test_a_year_of_the_disclosures_own_whose_month_the_record_does_not_give_is_said_so() -> None:
+    """India's acceptance "in 2013" and the Mumbai facility "(2012)" were said as known in a run earlier that year
+    (india-2010 is set on 2013-01-07): the record gives no month, so whether they came before it is not known."""
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2012, 3, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert "(2010-2013: this date is within it; 2012: this year, the month not on the record)" in india, india
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2013, 1, 7)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith("2013: this year, the month not on the record)"), india
+    notes = profile_as_of("bes", date(2012, 3, 1)).jurisdiction_notes["in"]
+    assert notes["ciphertext"].startswith("India's interception facility (Mumbai, 2012)")
+    assert notes["ciphertext"].endswith(
+        "India accepted in 2013, after this date, that enterprise data comes from the enterprise (2012: this year, "
+        "the month not on the record)"
+    ), notes
+    # said once: a text that says the record gives the year only is not said again; a named month is no year alone
+    accepted = profile_as_of("bes", date(2013, 1, 7)).jurisdiction_notes["in"]["ciphertext"]
+    assert "(the record gives the year, not the day)" in accepted and "this year" not in accepted, accepted
+    rim = profile_as_of("bes", date(2010, 9, 1)).notes["content"]
+    assert "RIM, August 2010" in rim and "this year" not in rim and "after this date" not in rim, rim
+    # a year passed says nothing
+    assert "this year" not in profile_as_of("bes", date(2014, 3, 1)).jurisdiction_notes["in"]["ciphertext"]
