@@ -1671,7 +1671,7 @@ _SEALED_SENDER_DAY = (
 )
 _SIGNAL_2016_ROUTING = (
     f"before sealed sender (2018-10-29, after this date: {_SEALED_SENDER_DAY}) the server saw the sender and the recipient of every message as "
-    "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
+    "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response; ACLU, 2016-10-04)"
 )
 # Signal's groups v2 (the Signal Private Group System) was announced on 2019-12-09 (signal.org/blog/signal-private-group-
 # system, a technology preview: the project's citation, not on the record, which gives no date for groups v2 reaching
