@@ -1931,11 +1931,13 @@ def _day_dated(day: date, values: list[Any], design: bool = False) -> Change:
 # A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
 # later at the source's end. A month a source names with its year ("April 2016", "Dec 2015") is a year named too; one
 # of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
-# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
-_YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
-# A range of years a text names ("Project Clemenza (2010-2012)", "India 2010-2013"): dated by its first year, as a year
-# named alone (a run set before it says the range is later); a run set inside it says so (``_this_year``).
-_RANGE_CITED = re.compile(r"(?<![\d-])((?:19|20)\d{2})-((?:19|20)\d{2})(?![\d-])")
+# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's). A year joined to
+# another by a hyphen or an en dash ("2010-2012", "2010–2012", as the record writes its ranges) is a range's, not alone.
+_YEAR_CITED = re.compile(r"(?<![\d\-\u2013])(?:19|20)\d{2}(?![\d\-\u2013])")
+# A range of years a text names ("Project Clemenza (2010-2012)", "India 2010-2013", or with an en dash, "2010–2012"):
+# dated by its first year, as a year named alone (a run set before it says the range is later); a run set inside it
+# says so (``_this_year``).
+_RANGE_CITED = re.compile(r"(?<![\d\-\u2013])((?:19|20)\d{2})[\-\u2013]((?:19|20)\d{2})(?![\d\-\u2013])")
 _MONTH_NAMES: Final = (
     "January",
     "February",
@@ -1951,7 +1953,7 @@ _MONTH_NAMES: Final = (
     "December",
 )
 _MONTH_CITED = re.compile(
-    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d-])"
+    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d\-\u2013])"
 )
 
 

@@ -1440,3 +1440,32 @@ def test_a_year_of_the_disclosures_own_whose_month_the_record_does_not_give_is_s
     assert "RIM, August 2010" in rim and "this year" not in rim and "after this date" not in rim, rim
     # a year passed says nothing
     assert "this year" not in profile_as_of("bes", date(2014, 3, 1)).jurisdiction_notes["in"]["ciphertext"]
+
+
+# --- 33. a range of years written with an en dash, as the record writes them ------------------------------------
+
+
+def test_a_range_of_years_written_with_an_en_dash_is_dated_as_one_with_a_hyphen() -> None:
+    """Only a hyphenated range ("2010-2012") was dated: the record writes its ranges with an en dash
+    ("Project Clemenza (2010\u20132012, reported April 2016)"), whose years were taken as two years named alone, and
+    a year ending "April 2016\u20132017" as a month of 2016."""
+    from relaysim.relay import profiles
+
+    for dash in ("-", "\u2013"):
+        years = f"2010{dash}2012"
+        text = (
+            f"in Project Clemenza ({years}, reported April 2016; R v. Mirarchi) the RCMP held the global key"
+        )
+        assert profiles._named_alone(text) == {years, "April 2016", "2016"}, (
+            dash,
+            profiles._named_alone(text),
+        )
+        assert profiles._named_first(years) == date(2010, 1, 1)
+        assert profiles._named_later(years)(text).endswith(f"({years} is after this date)")
+        assert profiles._this_year(text, date(2011, 6, 1)).endswith(f"({years}: this date is within it)")
+        assert profiles._this_year(text, date(2012, 3, 1)).endswith(
+            f"({years}: this year is its last, the month not on the record)"
+        )
+        (change,) = [c for c in [profiles._named_dated(years, [text])] if c.named == years]
+        assert change.when().startswith(f"in 2010 (the record gives the years {years}, not the day")
+        assert profiles._named_alone(f"from April 2016{dash}2017") == {f"2016{dash}2017"}
