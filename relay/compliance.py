@@ -540,11 +540,11 @@ class ComplianceDesk:
             d.notes.insert(
                 0,
                 f"The record of {self.profile.title} changed {c.when()}, after this run's date "
-                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.told()} ({c.source}). "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
                 "The order is answered as the record stood when it was served."
                 if c.record
                 else f"{self.profile.title}'s policy changed {c.when()}, after this run's date "
-                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.told()} ({c.source}). "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
                 "The order is answered under the policy in force when it was served.",
             )
         return d

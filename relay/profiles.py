@@ -1584,12 +1584,6 @@ def get_profile(name: str) -> Profile:
 # --- history: a provider as it was on a date ------------------------------------------------------
 
 
-# A change's own word that the record gives no day ("(the record gives the year: the date is its first day)",
-# "reported December 2015; the record gives the month, so the date is its first day"), said by Change.when instead.
-_GIVES_NO_DAY = re.compile(r" \(the record gives (?:the (?:year|month)|no day)[,:][^()]*\)")
-_GIVES_NO_DAY_INSIDE = re.compile(r"; the record gives (?:the (?:year|month)|no day)[,:][^()]*(?=\))")
-
-
 @dataclass(frozen=True)
 class Change:
     """One dated change to a provider's design or policy.
@@ -1616,6 +1610,22 @@ class Change:
     # the year ("2021") or the month ("April 2016") the record gives for the change, where it gives no day:
     # ``effective`` is that year's (month's) first day, the project's date, not the day anything changed
     named: str | None = None
+    # the change's own word that the record gives no day, where ``named`` is set ("the record gives the year: the
+    # date is its first day"): kept apart from ``what``, since a disclosure says it by ``when`` (``what`` after it
+    # would say it twice)
+    gives: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.named is None) != (self.gives is None):
+            raise ValueError(
+                f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): named and gives go together, the year "
+                "(month) the record gives and the change's word that it gives no day"
+            )
+        if self.named is not None and "the record gives" in self.what:
+            raise ValueError(
+                f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): its word that the record gives no day "
+                "belongs in gives, not in what, which a disclosure says after when (said there already)"
+            )
 
     def when(self) -> str:
         """When the change took effect, as a disclosure says it: "on 2021-01-07"; or, where the record gives only
@@ -1633,13 +1643,6 @@ class Change:
             f"in {self.named} (the record gives the {unit}, not the day: dated here from its first day, "
             f"{self.effective:%Y-%m-%d})"
         )
-
-    def told(self) -> str:
-        """``what`` as a disclosure says it after ``when``: without its own word that the record gives no day,
-        which ``when`` says."""
-        if self.named is None:
-            return self.what
-        return _GIVES_NO_DAY_INSIDE.sub("", _GIVES_NO_DAY.sub("", self.what))
 
 
 # What a provider's compliance desk does with what it holds: a policy change may change only these.
@@ -1769,8 +1772,7 @@ _BB_POLICY_LATER = (
 )
 _BB_POLICY_CHANGE = (
     "the record of BlackBerry's lawful-access policy: under a court order location, who contacted whom and "
-    "certain metadata, never the correspondence (reported December 2015; the record gives the month, so the "
-    "date is its first day). Before it the profile answers the same, and its notes say the record is later"
+    "certain metadata, never the correspondence (reported December 2015). Before it the profile answers the same, and its notes say the record is later"
 )
 _BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed article)"
 
@@ -2112,12 +2114,13 @@ def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
     return Change(
         _named_first(said),
         f"a {kind}, {said}, begins this day; before it, each text naming it says it is after the "
-        f"{'run' if design else 'disclosure'}'s date (the record gives no day: the first day is the date)",
+        f"{'run' if design else 'disclosure'}'s date",
         _naming_of(said, values),
         {f: _named_later(said) for f in (_DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS)},
         policy=not design,
         record=not design,
         named=said,
+        gives="the record gives no day: the first day is the date",
     )
 
 
@@ -2158,8 +2161,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
         Change(
             date(2013, 1, 1),
             "the record of India's acceptance (in 2013) that enterprise data comes from the enterprise; before "
-            "this date India's disclosures say it came after theirs (the record gives the year: the date is its "
-            "first day)",
+            "this date India's disclosures say it came after theirs",
             "the record of BlackBerry in India, 2010-2013",
             {
                 "assumptions": {
@@ -2171,6 +2173,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="2013",
+            gives="the record gives the year: the date is its first day",
         ),
         Change(
             date(2015, 11, 30),
@@ -2195,6 +2198,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="December 2015",
+            gives="the record gives the month, so the date is its first day",
         ),
         Change(
             date(2015, 12, 31),
@@ -2253,12 +2257,13 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="December 2015",
+            gives="the record gives the month, so the date is its first day",
         ),
         Change(
             _CLEMENZA_REPORTED,
             "the record of Project Clemenza (the RCMP held the consumer global key, 2010-2012), reported in April "
             "2016; before this date a disclosure under a Canadian Part VI authorization says the report came "
-            "after its date (the record gives the month: the date is its first day)",
+            "after its date",
             "reporting on Project Clemenza and R v. Mirarchi, April 2016",
             {
                 "assumptions": {
@@ -2269,6 +2274,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="April 2016",
+            gives="the record gives the month: the date is its first day",
         ),
     ),
     "imessage": (
@@ -2335,12 +2341,13 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {"group_source": _SIGNAL_GROUPS_BEFORE_2021},
             record=True,
             named="2021",
+            gives="the record gives the year: the date is its first day",
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,
             "the record of Signal answering a search warrant: the Santa Clara County search warrant of 2021 got the "
             "account's creation date and time and its last connection date; before this date a search warrant's "
-            "answer is the project's assumption, the same (the record gives the year: the date is its first day)",
+            "answer is the project's assumption, the same",
             "signal.org/bigbrother: Santa Clara County search warrant, 2021",
             {
                 "assumptions": {
@@ -2354,6 +2361,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="2021",
+            gives="the record gives the year: the date is its first day",
         ),
     ),
     "telegram-cloud": (

@@ -1469,3 +1469,32 @@ def test_a_range_of_years_written_with_an_en_dash_is_dated_as_one_with_a_hyphen(
         (change,) = [c for c in [profiles._named_dated(years, [text])] if c.named == years]
         assert change.when().startswith(f"in 2010 (the record gives the years {years}, not the day")
         assert profiles._named_alone(f"from April 2016{dash}2017") == {f"2016{dash}2017"}
+
+
+# --- 34. a change's word that the record gives no day is a field, not text to strip ------------------------------
+
+
+def test_a_changes_word_that_the_record_gives_no_day_is_its_own_field_said_once() -> None:
+    """Change.told took the change's own "(the record gives the year: …)" out of what by a pattern: one worded
+    otherwise ("(the record gives the year only)") was said after when, which says it, a second time. The word is
+    Change.gives; what never says it, and a change that does, or names a year without it, is refused."""
+    from relaysim.relay.profiles import Change
+
+    for name, changes in HISTORY.items():
+        for c in changes:
+            assert (c.named is None) == (c.gives is None), (name, c)
+            assert "the record gives" not in c.what, (name, c.what)
+    with pytest.raises(ValueError, match="belongs in gives, not in what"):
+        Change(
+            date(2021, 1, 1),
+            "a record of 2021 (the record gives the year only)",
+            "a source, 2021",
+            {},
+            named="2021",
+            gives="the record gives the year: the date is its first day",
+        )
+    with pytest.raises(ValueError, match="named and gives go together"):
+        Change(date(2021, 1, 1), "a record of 2021", "a source, 2021", {}, named="2021")
+    (after,) = _serve("bes", "2015-11-20", "subpoena", at="12d", duration="13d")
+    (changed,) = [n for n in after.notes if "changed in December 2015" in n]
+    assert changed.count("the record gives") == 1 and "(reported December 2015)" in changed, changed
