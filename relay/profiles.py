@@ -1614,6 +1614,10 @@ class Change:
     # date is its first day"): kept apart from ``what``, since a disclosure says it by ``when`` (``what`` after it
     # would say it twice)
     gives: str | None = None
+    # the fields as said on a day inside ``named`` (its year, or its month), after ``effective``: the record does not
+    # say whether the change came before that day, so what follows it there is the project's assumption (Signal's
+    # 2021 response to a search warrant, answered from on 2021-01-07)
+    within: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.named is None) != (self.gives is None):
@@ -1621,11 +1625,24 @@ class Change:
                 f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): named and gives go together, the year "
                 "(month) the record gives and the change's word that it gives no day"
             )
+        if self.within and (self.named is None or _RANGE_CITED.fullmatch(self.named)):
+            raise ValueError(
+                f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): within is said inside the year (month) "
+                "named, and needs one"
+            )
         if self.named is not None and "the record gives" in self.what:
             raise ValueError(
                 f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): its word that the record gives no day "
                 "belongs in gives, not in what, which a disclosure says after when (said there already)"
             )
+
+    def inside(self, day: date) -> bool:
+        """Whether ``day`` is after ``effective`` but inside the year (the month) ``named``, which the record gives
+        in place of a day: whether the change came before ``day`` is not on the record."""
+        if self.named is None or day < self.effective:
+            return False
+        same_year = day.year == self.effective.year
+        return same_year and (not _MONTH_CITED.fullmatch(self.named) or day.month == self.effective.month)
 
     def when(self) -> str:
         """When the change took effect, as a disclosure says it: "on 2021-01-07"; or, where the record gives only
@@ -1719,6 +1736,14 @@ _SIGNAL_WARRANT_LATER = (
     "(signal.org/bigbrother: the account's creation date and time and its last connection date), after this date "
     "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
     "This profile assumes a search warrant got then what that one got"
+)
+# From its first day to the year's end, the record does not say whether Signal's 2021 response came before a disclosure's
+# day: answering a search warrant as that one was is the project's assumption then (the record gives only the year).
+_SIGNAL_WARRANT_THIS_YEAR = (
+    "the record of Signal answering a search warrant is its response to a Santa Clara County search warrant of 2021 "
+    "(the record gives the year, not the month: whether it came before this date is not on the record; "
+    "signal.org/bigbrother: the account's creation date and time and its last connection date). That a search "
+    "warrant got on this date what that one got, answering from a record of this year, is the project's assumption"
 )
 # Signal's notes before its 2021 record: what it says of groups is the record of 2016 (its 2021 words are later).
 _SIGNAL_NOTES_BEFORE_2021 = {
@@ -2362,6 +2387,10 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="2021",
             gives="the record gives the year: the date is its first day",
+            within={
+                "assumptions": {**SIGNAL.assumptions, "search_warrant": _SIGNAL_WARRANT_THIS_YEAR},
+                "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
+            },
         ),
     ),
     "telegram-cloud": (
@@ -2440,6 +2469,8 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
         if change.effective > (on if change.policy else day):
             profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
             rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
+        elif change.within and change.inside(on if change.policy else day):
+            profile = replace(profile, **change.within)
     for (
         key,
         rewrite,

@@ -1498,3 +1498,36 @@ def test_a_changes_word_that_the_record_gives_no_day_is_its_own_field_said_once(
     (after,) = _serve("bes", "2015-11-20", "subpoena", at="12d", duration="13d")
     (changed,) = [n for n in after.notes if "changed in December 2015" in n]
     assert changed.count("the record gives") == 1 and "(reported December 2015)" in changed, changed
+
+
+# --- 35. answering from a record of the disclosure's own year, whose month the record does not give ----------------
+
+
+def test_signal_answering_a_warrant_in_2021_from_its_2021_record_says_that_is_the_projects_assumption() -> (
+    None
+):
+    """Signal on 2021-01-07 (the FBI chart's run) answered a search warrant from its 2021 record, dated 2021-01-01,
+    as on record, while its source says the month of 2021 is not on the record: whether that response came before
+    the disclosure's day is not known, so answering from it then is the project's assumption, said in the reason."""
+    (d,) = _serve("signal", "2021-01-07", "search_warrant")
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert (
+        "of 2021 (the record gives the year, not the month: whether it came before this date is not on the record"
+        in (assumed)
+    ), assumed
+    assert assumed.endswith("answering from a record of this year, is the project's assumption."), assumed
+    assert "this year, the month not on the record" not in assumed, assumed
+    assert d.reasons["device_info"][1].startswith(
+        "held by Signal, and not handed over under a search warrant (the project's assumption)"
+    ), d.reasons["device_info"]
+    # a year later the record is before the disclosure's day: answered as on record, nothing assumed
+    (later,) = _serve("signal", "2022-03-01", "search_warrant")
+    assert not [n for n in later.notes if n.startswith("Assumption:")], later.notes
+    assert "(the project's assumption)" not in later.reasons["device_info"][1]
+    # the subpoena is on record before 2021 (2016): nothing of the warrant said
+    (subpoena,) = _serve("signal", "2021-01-07", "subpoena")
+    assert not [n for n in subpoena.notes if n.startswith("Assumption:")], subpoena.notes
+    # a month the record gives is inside only that month
+    (clemenza,) = [c for c in HISTORY["bbm-consumer"] if c.named == "April 2016"]
+    assert clemenza.inside(date(2016, 4, 30)) and not clemenza.inside(date(2016, 5, 1))
+    assert not clemenza.inside(date(2016, 3, 31))
