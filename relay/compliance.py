@@ -60,7 +60,7 @@ from relaysim.relay.legal import (
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.mdtext import md_text
 from relaysim.relay.metadata import MetadataRecord, RecordKind
-from relaysim.relay.profiles import PROFILES, Change, Profile, policy_changes, sources_on
+from relaysim.relay.profiles import NOT_ON_THE_RELAY, PROFILES, Change, Profile, policy_changes, sources_on
 from relaysim.relay.store import DeviceFacts, Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
@@ -514,11 +514,17 @@ class ComplianceDesk:
     # --- serving ---------------------------------------------------------------------------
 
     def serve(self, process: LegalProcess) -> Disclosure:
-        if process.process == "backup_warrant":  # (the timeline serves it on the custodian: relay/backup.py)
+        # a process served on another custodian (NOT_ON_THE_RELAY: the timeline serves a warrant on the backup's
+        # custodian there, relay/backup.py)
+        if process.process in NOT_ON_THE_RELAY:
+            where = (
+                "the custodian of the target's device backups (relay/backup.py, disclose_backup)"
+                if process.process == "backup_warrant"
+                else "another custodian"
+            )
             raise ValueError(
-                f"legal process {process.name!r}: a search warrant on the backup custodian is served on the "
-                "custodian of the target's device backups (relay/backup.py, disclose_backup), not on the relay's "
-                "operator, whose desk this is"
+                f"legal process {process.name!r}: {with_article(process.instrument.name)} ({process.process}) is "
+                f"served on {where}, not on the relay's operator, whose desk this is"
             )
         if self.profile.as_of is not None:  # a run set on a date: no order under a law made after its day
             why = process.instrument.not_yet(self.day_of(process.served))
@@ -534,11 +540,11 @@ class ComplianceDesk:
             d.notes.insert(
                 0,
                 f"The record of {self.profile.title} changed {c.when()}, after this run's date "
-                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.told()} ({c.source}). "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
                 "The order is answered as the record stood when it was served."
                 if c.record
                 else f"{self.profile.title}'s policy changed {c.when()}, after this run's date "
-                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.told()} ({c.source}). "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
                 "The order is answered under the policy in force when it was served.",
             )
         return d

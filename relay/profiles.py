@@ -1584,12 +1584,6 @@ def get_profile(name: str) -> Profile:
 # --- history: a provider as it was on a date ------------------------------------------------------
 
 
-# A change's own word that the record gives no day ("(the record gives the year: the date is its first day)",
-# "reported December 2015; the record gives the month, so the date is its first day"), said by Change.when instead.
-_GIVES_NO_DAY = re.compile(r" \(the record gives (?:the (?:year|month)|no day)[,:][^()]*\)")
-_GIVES_NO_DAY_INSIDE = re.compile(r"; the record gives (?:the (?:year|month)|no day)[,:][^()]*(?=\))")
-
-
 @dataclass(frozen=True)
 class Change:
     """One dated change to a provider's design or policy.
@@ -1616,6 +1610,39 @@ class Change:
     # the year ("2021") or the month ("April 2016") the record gives for the change, where it gives no day:
     # ``effective`` is that year's (month's) first day, the project's date, not the day anything changed
     named: str | None = None
+    # the change's own word that the record gives no day, where ``named`` is set ("the record gives the year: the
+    # date is its first day"): kept apart from ``what``, since a disclosure says it by ``when`` (``what`` after it
+    # would say it twice)
+    gives: str | None = None
+    # the fields as said on a day inside ``named`` (its year, or its month), after ``effective``: the record does not
+    # say whether the change came before that day, so what follows it there is the project's assumption (Signal's
+    # 2021 response to a search warrant, answered from on 2021-01-07)
+    within: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.named is None) != (self.gives is None):
+            raise ValueError(
+                f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): named and gives go together, the year "
+                "(month) the record gives and the change's word that it gives no day"
+            )
+        if self.within and (self.named is None or _RANGE_CITED.fullmatch(self.named)):
+            raise ValueError(
+                f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): within is said inside the year (month) "
+                "named, and needs one"
+            )
+        if self.named is not None and "the record gives" in self.what:
+            raise ValueError(
+                f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): its word that the record gives no day "
+                "belongs in gives, not in what, which a disclosure says after when (said there already)"
+            )
+
+    def inside(self, day: date) -> bool:
+        """Whether ``day`` is after ``effective`` but inside the year (the month) ``named``, which the record gives
+        in place of a day: whether the change came before ``day`` is not on the record."""
+        if self.named is None or day < self.effective:
+            return False
+        same_year = day.year == self.effective.year
+        return same_year and (not _MONTH_CITED.fullmatch(self.named) or day.month == self.effective.month)
 
     def when(self) -> str:
         """When the change took effect, as a disclosure says it: "on 2021-01-07"; or, where the record gives only
@@ -1633,13 +1660,6 @@ class Change:
             f"in {self.named} (the record gives the {unit}, not the day: dated here from its first day, "
             f"{self.effective:%Y-%m-%d})"
         )
-
-    def told(self) -> str:
-        """``what`` as a disclosure says it after ``when``: without its own word that the record gives no day,
-        which ``when`` says."""
-        if self.named is None:
-            return self.what
-        return _GIVES_NO_DAY_INSIDE.sub("", _GIVES_NO_DAY.sub("", self.what))
 
 
 # What a provider's compliance desk does with what it holds: a policy change may change only these.
@@ -1717,6 +1737,14 @@ _SIGNAL_WARRANT_LATER = (
     "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
     "This profile assumes a search warrant got then what that one got"
 )
+# From its first day to the year's end, the record does not say whether Signal's 2021 response came before a disclosure's
+# day: answering a search warrant as that one was is the project's assumption then (the record gives only the year).
+_SIGNAL_WARRANT_THIS_YEAR = (
+    "the record of Signal answering a search warrant is its response to a Santa Clara County search warrant of 2021 "
+    "(the record gives the year, not the month: whether it came before this date is not on the record; "
+    "signal.org/bigbrother: the account's creation date and time and its last connection date). That a search "
+    "warrant got on this date what that one got, answering from a record of this year, is the project's assumption"
+)
 # Signal's notes before its 2021 record: what it says of groups is the record of 2016 (its 2021 words are later).
 _SIGNAL_NOTES_BEFORE_2021 = {
     **SIGNAL.notes,
@@ -1769,8 +1797,7 @@ _BB_POLICY_LATER = (
 )
 _BB_POLICY_CHANGE = (
     "the record of BlackBerry's lawful-access policy: under a court order location, who contacted whom and "
-    "certain metadata, never the correspondence (reported December 2015; the record gives the month, so the "
-    "date is its first day). Before it the profile answers the same, and its notes say the record is later"
+    "certain metadata, never the correspondence (reported December 2015). Before it the profile answers the same, and its notes say the record is later"
 )
 _BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed article)"
 
@@ -1931,11 +1958,13 @@ def _day_dated(day: date, values: list[Any], design: bool = False) -> Change:
 # A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
 # later at the source's end. A month a source names with its year ("April 2016", "Dec 2015") is a year named too; one
 # of the disclosure's own year, after its day's month, is said to be later by itself ("April 2016 is after this date",
-# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's).
-_YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
-# A range of years a text names ("Project Clemenza (2010-2012)", "India 2010-2013"): dated by its first year, as a year
-# named alone (a run set before it says the range is later); a run set inside it says so (``_this_year``).
-_RANGE_CITED = re.compile(r"(?<![\d-])((?:19|20)\d{2})-((?:19|20)\d{2})(?![\d-])")
+# on 2016-03-01): the record gives the month, so the month's first day is the date (as HISTORY's). A year joined to
+# another by a hyphen or an en dash ("2010-2012", "2010–2012", as the record writes its ranges) is a range's, not alone.
+_YEAR_CITED = re.compile(r"(?<![\d\-\u2013])(?:19|20)\d{2}(?![\d\-\u2013])")
+# A range of years a text names ("Project Clemenza (2010-2012)", "India 2010-2013", or with an en dash, "2010–2012"):
+# dated by its first year, as a year named alone (a run set before it says the range is later); a run set inside it
+# says so (``_this_year``).
+_RANGE_CITED = re.compile(r"(?<![\d\-\u2013])((?:19|20)\d{2})[\-\u2013]((?:19|20)\d{2})(?![\d\-\u2013])")
 _MONTH_NAMES: Final = (
     "January",
     "February",
@@ -1951,7 +1980,7 @@ _MONTH_NAMES: Final = (
     "December",
 )
 _MONTH_CITED = re.compile(
-    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d-])"
+    r"\b(" + "|".join(f"{m[:3]}(?:{m[3:]})?" for m in _MONTH_NAMES) + r")\.? ((?:19|20)\d{2})(?![\d\-\u2013])"
 )
 
 
@@ -2110,12 +2139,13 @@ def _named_dated(said: str, values: list[Any], design: bool = False) -> Change:
     return Change(
         _named_first(said),
         f"a {kind}, {said}, begins this day; before it, each text naming it says it is after the "
-        f"{'run' if design else 'disclosure'}'s date (the record gives no day: the first day is the date)",
+        f"{'run' if design else 'disclosure'}'s date",
         _naming_of(said, values),
         {f: _named_later(said) for f in (_DESIGN_TEXT_FIELDS if design else _TEXT_FIELDS)},
         policy=not design,
         record=not design,
         named=said,
+        gives="the record gives no day: the first day is the date",
     )
 
 
@@ -2156,8 +2186,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
         Change(
             date(2013, 1, 1),
             "the record of India's acceptance (in 2013) that enterprise data comes from the enterprise; before "
-            "this date India's disclosures say it came after theirs (the record gives the year: the date is its "
-            "first day)",
+            "this date India's disclosures say it came after theirs",
             "the record of BlackBerry in India, 2010-2013",
             {
                 "assumptions": {
@@ -2169,6 +2198,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="2013",
+            gives="the record gives the year: the date is its first day",
         ),
         Change(
             date(2015, 11, 30),
@@ -2193,6 +2223,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="December 2015",
+            gives="the record gives the month, so the date is its first day",
         ),
         Change(
             date(2015, 12, 31),
@@ -2251,12 +2282,13 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="December 2015",
+            gives="the record gives the month, so the date is its first day",
         ),
         Change(
             _CLEMENZA_REPORTED,
             "the record of Project Clemenza (the RCMP held the consumer global key, 2010-2012), reported in April "
             "2016; before this date a disclosure under a Canadian Part VI authorization says the report came "
-            "after its date (the record gives the month: the date is its first day)",
+            "after its date",
             "reporting on Project Clemenza and R v. Mirarchi, April 2016",
             {
                 "assumptions": {
@@ -2267,6 +2299,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="April 2016",
+            gives="the record gives the month: the date is its first day",
         ),
     ),
     "imessage": (
@@ -2333,12 +2366,13 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {"group_source": _SIGNAL_GROUPS_BEFORE_2021},
             record=True,
             named="2021",
+            gives="the record gives the year: the date is its first day",
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,
             "the record of Signal answering a search warrant: the Santa Clara County search warrant of 2021 got the "
             "account's creation date and time and its last connection date; before this date a search warrant's "
-            "answer is the project's assumption, the same (the record gives the year: the date is its first day)",
+            "answer is the project's assumption, the same",
             "signal.org/bigbrother: Santa Clara County search warrant, 2021",
             {
                 "assumptions": {
@@ -2352,6 +2386,11 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
             record=True,
             named="2021",
+            gives="the record gives the year: the date is its first day",
+            within={
+                "assumptions": {**SIGNAL.assumptions, "search_warrant": _SIGNAL_WARRANT_THIS_YEAR},
+                "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
+            },
         ),
     ),
     "telegram-cloud": (
@@ -2430,6 +2469,8 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
         if change.effective > (on if change.policy else day):
             profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
             rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
+        elif change.within and change.inside(on if change.policy else day):
+            profile = replace(profile, **change.within)
     for (
         key,
         rewrite,

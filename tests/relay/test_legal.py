@@ -600,3 +600,24 @@ def test_the_fair_trial_act_warrant_is_titled_in_the_records_words() -> None:
     )
     (d,) = Simulation(sc, db_path=":memory:").run().disclosures
     assert f"Citation: {i.citation}." in d.notes, d.notes
+
+
+def test_the_desk_refuses_every_process_served_on_another_custodian(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ComplianceDesk.serve refused the string "backup_warrant", not the processes of NOT_ON_THE_RELAY: a process
+    added to the set was answered by the relay's desk all the same."""
+    from relaysim.relay import compliance
+
+    monkeypatch.setattr(compliance, "NOT_ON_THE_RELAY", frozenset({"backup_warrant", "subpoena"}))
+    store = Store(tmp_path / "relay.db", durable=False)
+    try:
+        desk = ComplianceDesk(store, get_profile("signal"))
+        for process in ("subpoena", "backup_warrant"):
+            with pytest.raises(
+                ValueError, match=rf"\({process}\) is served on .*not on the relay's operator"
+            ):
+                desk.serve(LegalProcess(name="o", process=process, target="nobody", served=0.0))
+        desk.serve(LegalProcess(name="o", process="search_warrant", target="nobody", served=0.0))
+    finally:
+        store.close()

@@ -586,7 +586,8 @@ def test_docs_record_marks_the_sources_profiles_cite_that_are_not_on_the_record(
 
 
 @pytest.mark.parametrize(
-    ("start", "assumed"), [("2016-05-01", True), ("2020-12-31", True), ("2021-01-01", False)]
+    ("start", "assumed"),
+    [("2016-05-01", True), ("2020-12-31", True), ("2021-01-01", False), ("2022-01-01", False)],
 )
 def test_signals_warrant_answer_before_the_warrant_on_its_record_is_said_as_assumed(
     start: str, assumed: bool
@@ -598,12 +599,18 @@ def test_signals_warrant_answer_before_the_warrant_on_its_record_is_said_as_assu
     (d,) = [x for x in _every_order("signal", start) if x.process.process == "search_warrant"]
     assert set(d.provided) == {"account_created", "last_seen"}
     notes = [n for n in d.notes if n.startswith("Assumption: ")]
+    this_year = start.startswith(
+        "2021"
+    )  # the record gives 2021, not its month: the answer is assumed then too
     if assumed:
         (note,) = notes
         assert "Santa Clara County search warrant in 2021" in note and "after this date" in note, note
+    elif this_year:
+        (note,) = notes
+        assert "answering from a record of this year, is the project's assumption" in note, note
     else:
         assert not notes, notes
-    assert not any("project's assumption" in why for why in _reasons(d).values()) or assumed
+    assert not any("project's assumption" in why for why in _reasons(d).values()) or assumed or this_year
     if start < "2018-10-29":  # before sealed sender the relay tells whose queued message it holds
         why = d.reasons["ciphertext"][1]
         assert (

@@ -1440,3 +1440,94 @@ def test_a_year_of_the_disclosures_own_whose_month_the_record_does_not_give_is_s
     assert "RIM, August 2010" in rim and "this year" not in rim and "after this date" not in rim, rim
     # a year passed says nothing
     assert "this year" not in profile_as_of("bes", date(2014, 3, 1)).jurisdiction_notes["in"]["ciphertext"]
+
+
+# --- 33. a range of years written with an en dash, as the record writes them ------------------------------------
+
+
+def test_a_range_of_years_written_with_an_en_dash_is_dated_as_one_with_a_hyphen() -> None:
+    """Only a hyphenated range ("2010-2012") was dated: the record writes its ranges with an en dash
+    ("Project Clemenza (2010\u20132012, reported April 2016)"), whose years were taken as two years named alone, and
+    a year ending "April 2016\u20132017" as a month of 2016."""
+    from relaysim.relay import profiles
+
+    for dash in ("-", "\u2013"):
+        years = f"2010{dash}2012"
+        text = (
+            f"in Project Clemenza ({years}, reported April 2016; R v. Mirarchi) the RCMP held the global key"
+        )
+        assert profiles._named_alone(text) == {years, "April 2016", "2016"}, (
+            dash,
+            profiles._named_alone(text),
+        )
+        assert profiles._named_first(years) == date(2010, 1, 1)
+        assert profiles._named_later(years)(text).endswith(f"({years} is after this date)")
+        assert profiles._this_year(text, date(2011, 6, 1)).endswith(f"({years}: this date is within it)")
+        assert profiles._this_year(text, date(2012, 3, 1)).endswith(
+            f"({years}: this year is its last, the month not on the record)"
+        )
+        (change,) = [c for c in [profiles._named_dated(years, [text])] if c.named == years]
+        assert change.when().startswith(f"in 2010 (the record gives the years {years}, not the day")
+        assert profiles._named_alone(f"from April 2016{dash}2017") == {f"2016{dash}2017"}
+
+
+# --- 34. a change's word that the record gives no day is a field, not text to strip ------------------------------
+
+
+def test_a_changes_word_that_the_record_gives_no_day_is_its_own_field_said_once() -> None:
+    """Change.told took the change's own "(the record gives the year: …)" out of what by a pattern: one worded
+    otherwise ("(the record gives the year only)") was said after when, which says it, a second time. The word is
+    Change.gives; what never says it, and a change that does, or names a year without it, is refused."""
+    from relaysim.relay.profiles import Change
+
+    for name, changes in HISTORY.items():
+        for c in changes:
+            assert (c.named is None) == (c.gives is None), (name, c)
+            assert "the record gives" not in c.what, (name, c.what)
+    with pytest.raises(ValueError, match="belongs in gives, not in what"):
+        Change(
+            date(2021, 1, 1),
+            "a record of 2021 (the record gives the year only)",
+            "a source, 2021",
+            {},
+            named="2021",
+            gives="the record gives the year: the date is its first day",
+        )
+    with pytest.raises(ValueError, match="named and gives go together"):
+        Change(date(2021, 1, 1), "a record of 2021", "a source, 2021", {}, named="2021")
+    (after,) = _serve("bes", "2015-11-20", "subpoena", at="12d", duration="13d")
+    (changed,) = [n for n in after.notes if "changed in December 2015" in n]
+    assert changed.count("the record gives") == 1 and "(reported December 2015)" in changed, changed
+
+
+# --- 35. answering from a record of the disclosure's own year, whose month the record does not give ----------------
+
+
+def test_signal_answering_a_warrant_in_2021_from_its_2021_record_says_that_is_the_projects_assumption() -> (
+    None
+):
+    """Signal on 2021-01-07 (the FBI chart's run) answered a search warrant from its 2021 record, dated 2021-01-01,
+    as on record, while its source says the month of 2021 is not on the record: whether that response came before
+    the disclosure's day is not known, so answering from it then is the project's assumption, said in the reason."""
+    (d,) = _serve("signal", "2021-01-07", "search_warrant")
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert (
+        "of 2021 (the record gives the year, not the month: whether it came before this date is not on the record"
+        in (assumed)
+    ), assumed
+    assert assumed.endswith("answering from a record of this year, is the project's assumption."), assumed
+    assert "this year, the month not on the record" not in assumed, assumed
+    assert d.reasons["device_info"][1].startswith(
+        "held by Signal, and not handed over under a search warrant (the project's assumption)"
+    ), d.reasons["device_info"]
+    # a year later the record is before the disclosure's day: answered as on record, nothing assumed
+    (later,) = _serve("signal", "2022-03-01", "search_warrant")
+    assert not [n for n in later.notes if n.startswith("Assumption:")], later.notes
+    assert "(the project's assumption)" not in later.reasons["device_info"][1]
+    # the subpoena is on record before 2021 (2016): nothing of the warrant said
+    (subpoena,) = _serve("signal", "2021-01-07", "subpoena")
+    assert not [n for n in subpoena.notes if n.startswith("Assumption:")], subpoena.notes
+    # a month the record gives is inside only that month
+    (clemenza,) = [c for c in HISTORY["bbm-consumer"] if c.named == "April 2016"]
+    assert clemenza.inside(date(2016, 4, 30)) and not clemenza.inside(date(2016, 5, 1))
+    assert not clemenza.inside(date(2016, 3, 31))
