@@ -224,9 +224,9 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
         (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested deeper than 1,024"),
         (msgpack.packb(BASE) + b"\x00", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # trailing data
         (msgpack.packb([1, 2]), wire.ErrorCode.NOT_A_MAP, None, "array"),
-        (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "'v'"),
-        (msgpack.packb({"v": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "id", "'id'"),
-        (msgpack.packb({"v": 1, "id": 1}), wire.ErrorCode.MISSING_FIELD, "kind", "'kind'"),
+        (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "v is missing"),
+        (msgpack.packb({"v": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "id", "id is missing"),
+        (msgpack.packb({"v": 1, "id": 1}), wire.ErrorCode.MISSING_FIELD, "kind", "kind is missing"),
         (msgpack.packb({**BASE, "v": 2}), wire.ErrorCode.UNSUPPORTED_VERSION, "v", "got 2"),
         (msgpack.packb({**BASE, "v": "1"}), wire.ErrorCode.WRONG_TYPE, "v", "str"),
         (msgpack.packb({**BASE, "id": -1}), wire.ErrorCode.INVALID_VALUE, "id", "-1"),
@@ -1899,6 +1899,18 @@ def test_a_key_missing_or_left_over_in_a_map_inside_a_frame_is_named_by_its_path
         cls.__name__ for cls in vars(wire).values() if isinstance(cls, type) and issubclass(cls, wire.Message)
     }
     assert not {word.strip("(),;'") for word in e.message.split()} & names, e.message
+
+
+@pytest.mark.parametrize("key", ["v", "id", "kind"])
+def test_a_frame_without_its_v_id_or_kind_is_said_as_any_missing_field_is(key: str) -> None:
+    """A frame without ``v``, ``id`` or ``kind`` was "frame is missing required field 'v' (in a 'send'
+    frame)", every other missing field "to is missing (in a 'send' frame)": one wording for all, the kind
+    named where the frame names one (not where ``kind`` is what is missing), the id where it can be read."""
+    whole = {**SEND, "envelopes": [{"device": 1, "body": b"x"}]}
+    e = _decoding_error(_frame({k: v for k, v in whole.items() if k != key}))
+    in_kind = "" if key == "kind" else " (in a 'send' frame)"
+    assert (e.code, e.field, e.message) == (wire.ErrorCode.MISSING_FIELD, key, f"{key} is missing{in_kind}")
+    assert e.request_id == (0 if key == "id" else 9)
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
