@@ -1980,8 +1980,22 @@ def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) ->
     if kind is not None and f"{quoted(kind)} frame" not in message:
         # Every refusal of a field of a frame whose kind is a str names the kind (with the field's path and
         # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
-        message = f"{message} (in a {quoted(kind)} frame)"
+        message = _in_frame(message, f" (in a {quoted(kind)} frame)")
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
+
+
+# How :func:`quoted` and :func:`cut` end what they cut short: "…" and its length in parentheses.
+_CUT_LENGTH: Final = re.compile(r"… \(([0-9][0-9,]* (?:characters|bytes))\)\Z")
+
+
+def _in_frame(message: str, in_kind: str) -> str:
+    """``message`` with ``in_kind`` (`` (in a 'send' frame)``, or nothing) after it; when the message
+    ends with a quote cut short and its length, ``b'kkk…'… (5,000 bytes)``, the two said in one clause,
+    ``b'kkk…'…, 5,000 bytes, in a 'send' frame``, never two parentheses in a row."""
+    cut_short = _CUT_LENGTH.search(message) if in_kind else None
+    if cut_short is None:
+        return f"{message}{in_kind}"
+    return f"{message[: cut_short.start()]}…, {cut_short[1]}, {in_kind.strip()[1:-1]}"
 
 
 def _where(cls: type[Message]) -> str:
@@ -2029,7 +2043,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         except RemoteProtocolError as refused:
             raise RemoteProtocolError(
                 refused.code,
-                f"{refused.message}{in_kind}",
+                _in_frame(refused.message, in_kind),
                 field=refused.field,
                 request_id=refused.request_id,
             ) from None
@@ -2040,7 +2054,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             reason, request_id = _unreadable(body, e)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
-            f"frame body is not one msgpack value: {reason}{in_kind}",
+            _in_frame(f"frame body is not one msgpack value: {reason}", in_kind),
             request_id=request_id,
         ) from None
     if type(raw) is dict:

@@ -330,6 +330,35 @@ def test_an_error_about_a_key_too_long_to_quote_whole_still_fits_an_error_frame(
 SEND = {"v": 1, "id": 9, "kind": "send", "to": "bob"}
 
 
+def _send_with_key(key: bytes) -> bytes:
+    """A send whose one envelope has the key ``key`` (msgpack, any type) beside its device and body."""
+    p = functools.partial(msgpack.packb, use_bin_type=True)
+    envelope = b"\x83" + p("device") + p(1) + p("body") + p(b"") + key + p(1)
+    head = b"".join(p(x) for x in ("v", 1, "id", 9, "kind", "send", "to", "bob", "envelopes"))
+    return _frame(b"\x85" + head + b"\x91" + envelope, raw=True)
+
+
+@pytest.mark.parametrize(
+    ("key", "got"),
+    [
+        (msgpack.packb(b"k" * 5000), "the bin key " + repr(b"k" * 57) + "…, 5,000 bytes"),
+        (b"\x81" + msgpack.packb("k" * 100) + b"\x01", "the map key {" + repr("k" * 57) + "…, 82 characters"),
+        (b"\x91" + msgpack.packb("k" * 100), "the array key (" + repr("k" * 57) + "…, 80 characters"),
+    ],
+    ids=["bin", "map", "array"],
+)
+def test_a_long_key_that_is_no_string_inside_a_map_is_refused_in_one_clause_naming_the_kind(
+    key: bytes, got: str
+) -> None:
+    """A key that is no string, too long to quote whole, in a map inside a frame ended its refusal
+    "b'kkk…'… (5,000 bytes) (in a 'send' frame)": two parentheses in a row. Its length and the frame's
+    kind are one clause now, the kind named as every refusal names it ("in a 'send' frame")."""
+    e = _decoding_error(_send_with_key(key))
+    assert e.code == wire.ErrorCode.WRONG_TYPE and e.field is not None and e.field.startswith("envelopes[0].")
+    assert e.message == f"the keys of envelopes[0] must be strings; got {got}, in a 'send' frame", e.message
+    assert ") (" not in e.message
+
+
 @pytest.mark.parametrize(
     ("body", "code", "field", "quoted"),
     [
