@@ -733,19 +733,33 @@ class _Text(_Spec):
         return value
 
 
+def _keys_of(cls: type[Message]) -> str:
+    """The keys of a map of ``cls`` as docs/protocol.md writes them, an optional one marked ``?``:
+    ``{device, body, registration_id?}``."""
+    return (
+        "{" + ", ".join(f"{name}{'?' if has_default else ''}" for name, _, has_default in cls._specs()) + "}"
+    )
+
+
 class _Struct(_Spec):
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
         self.describe = "a map"
-        # said as it begins: "an OutgoingEnvelope", "a Prekey"
-        self.a_name = f"{'an' if cls.__name__[:1] in 'AEIOU' else 'a'} {cls.__name__}"
 
     def check(self, value: Any, name: str) -> Any:
         if not isinstance(value, self.cls):
+            # Raised only as this side builds a frame (a peer's map is read by from_wire): said in the
+            # protocol's words, what the field holds, never this side's class names ("must be an
+            # OutgoingEnvelope, got str").
+            got = (
+                f"the map {_keys_of(type(value))}"
+                if isinstance(value, Message)
+                else "a map not built as one"
+                if isinstance(value, dict)
+                else _type_name(value)
+            )
             raise LocalProtocolError(
-                ErrorCode.WRONG_TYPE,
-                f"{name} must be {self.a_name}, got {type(value).__name__}",
-                field=name,
+                ErrorCode.WRONG_TYPE, f"{name} must be the map {_keys_of(self.cls)}, got {got}", field=name
             )
         return value
 

@@ -803,8 +803,24 @@ def test_building_a_bad_frame_is_a_local_error() -> None:
     with pytest.raises(wire.LocalProtocolError) as info:
         wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), "nope"))  # type: ignore[arg-type]
     assert info.value.field == "envelopes[1]"
-    # its type said with the article it takes ("a OutgoingEnvelope" before)
-    assert str(info.value).endswith("envelopes[1] must be an OutgoingEnvelope, got str")
+    # what the field holds, in the protocol's words (docs/protocol.md), not this side's class names ("must
+    # be an OutgoingEnvelope, got str" before; "a OutgoingEnvelope" before that)
+    assert str(info.value) == "envelopes[1] must be the map {device, body, registration_id?}, got str"
+    for wrong, got in [
+        (wire.Prekey(1, b"k" * 32), "the map {id, public}"),
+        ({"device": 2, "body": b""}, "a map not built as one"),
+        (None, "nil"),
+        (b"x", "bin"),
+    ]:
+        with pytest.raises(wire.LocalProtocolError) as info:
+            wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), wrong))  # type: ignore[arg-type]
+        assert (info.value.code, info.value.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[1]")
+        assert (
+            str(info.value) == f"envelopes[1] must be the map {{device, body, registration_id?}}, got {got}"
+        )
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.UploadPrekeys(id=1, signed_prekey="x")  # type: ignore[arg-type]
+    assert str(info.value) == "signed_prekey must be the map {id, public, signature}, got str"
     with pytest.raises(wire.LocalProtocolError):
         wire.AuthChallenge(id=1, account="a\nb", device=1)  # control characters
 
