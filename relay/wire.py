@@ -733,19 +733,33 @@ class _Text(_Spec):
         return value
 
 
+def _keys_of(cls: type[Message]) -> str:
+    """The keys of a map of ``cls`` as docs/protocol.md writes them, an optional one marked ``?``:
+    ``{device, body, registration_id?}``."""
+    return (
+        "{" + ", ".join(f"{name}{'?' if has_default else ''}" for name, _, has_default in cls._specs()) + "}"
+    )
+
+
 class _Struct(_Spec):
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
         self.describe = "a map"
-        # said as it begins: "an OutgoingEnvelope", "a Prekey"
-        self.a_name = f"{'an' if cls.__name__[:1] in 'AEIOU' else 'a'} {cls.__name__}"
 
     def check(self, value: Any, name: str) -> Any:
         if not isinstance(value, self.cls):
+            # Raised only as this side builds a frame (a peer's map is read by from_wire): said in the
+            # protocol's words, what the field holds, never this side's class names ("must be an
+            # OutgoingEnvelope, got str").
+            got = (
+                f"the map {_keys_of(type(value))}"
+                if isinstance(value, Message)
+                else "a map not built as one"
+                if isinstance(value, dict)
+                else _type_name(value)
+            )
             raise LocalProtocolError(
-                ErrorCode.WRONG_TYPE,
-                f"{name} must be {self.a_name}, got {type(value).__name__}",
-                field=name,
+                ErrorCode.WRONG_TYPE, f"{name} must be the map {_keys_of(self.cls)}, got {got}", field=name
             )
         return value
 
@@ -1980,8 +1994,22 @@ def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) ->
     if kind is not None and f"{quoted(kind)} frame" not in message:
         # Every refusal of a field of a frame whose kind is a str names the kind (with the field's path and
         # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
-        message = f"{message} (in a {quoted(kind)} frame)"
+        message = _in_frame(message, f" (in a {quoted(kind)} frame)")
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
+
+
+# How :func:`quoted` and :func:`cut` end what they cut short: "…" and its length in parentheses.
+_CUT_LENGTH: Final = re.compile(r"… \(([0-9][0-9,]* (?:characters|bytes))\)\Z")
+
+
+def _in_frame(message: str, in_kind: str) -> str:
+    """``message`` with ``in_kind`` (`` (in a 'send' frame)``, or nothing) after it; when the message
+    ends with a quote cut short and its length, ``b'kkk…'… (5,000 bytes)``, the two said in one clause,
+    ``b'kkk…'…, 5,000 bytes, in a 'send' frame``, never two parentheses in a row."""
+    cut_short = _CUT_LENGTH.search(message) if in_kind else None
+    if cut_short is None:
+        return f"{message}{in_kind}"
+    return f"{message[: cut_short.start()]}…, {cut_short[1]}, {in_kind.strip()[1:-1]}"
 
 
 def _where(cls: type[Message]) -> str:
@@ -2029,7 +2057,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         except RemoteProtocolError as refused:
             raise RemoteProtocolError(
                 refused.code,
-                f"{refused.message}{in_kind}",
+                _in_frame(refused.message, in_kind),
                 field=refused.field,
                 request_id=refused.request_id,
             ) from None
@@ -2040,7 +2068,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             reason, request_id = _unreadable(body, e)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
-            f"frame body is not one msgpack value: {reason}{in_kind}",
+            _in_frame(f"frame body is not one msgpack value: {reason}", in_kind),
             request_id=request_id,
         ) from None
     if type(raw) is dict:
@@ -2873,10 +2901,8 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
         if "id" in raw:
             request_id = _UINT64.check(raw["id"], "id")
         for key in ("v", "id", "kind"):
-            if key not in raw:
-                raise LocalProtocolError(
-                    ErrorCode.MISSING_FIELD, f"frame is missing required field {key!r}", field=key
-                )
+            if key not in raw:  # (said as any missing field is: "id is missing (in a 'ping' frame)")
+                raise LocalProtocolError(ErrorCode.MISSING_FIELD, f"{key} is missing", field=key)
         version = raw["v"]
         if type(version) is not int:
             raise _UINT64._wrong_type(version, "v")

@@ -146,7 +146,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
     ),
     "no id": (
         lambda r, a: [_raw({"v": 1, "kind": "pong"})],
-        "missing_field: frame is missing required field 'id'",
+        "missing_field: id is missing (in a 'pong' frame)",
     ),
     "a text id": (
         lambda r, a: [_raw({"v": 1, "id": str(r.id), "kind": "pong"})],

@@ -224,9 +224,9 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
         (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested deeper than 1,024"),
         (msgpack.packb(BASE) + b"\x00", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # trailing data
         (msgpack.packb([1, 2]), wire.ErrorCode.NOT_A_MAP, None, "array"),
-        (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "'v'"),
-        (msgpack.packb({"v": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "id", "'id'"),
-        (msgpack.packb({"v": 1, "id": 1}), wire.ErrorCode.MISSING_FIELD, "kind", "'kind'"),
+        (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "v is missing"),
+        (msgpack.packb({"v": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "id", "id is missing"),
+        (msgpack.packb({"v": 1, "id": 1}), wire.ErrorCode.MISSING_FIELD, "kind", "kind is missing"),
         (msgpack.packb({**BASE, "v": 2}), wire.ErrorCode.UNSUPPORTED_VERSION, "v", "got 2"),
         (msgpack.packb({**BASE, "v": "1"}), wire.ErrorCode.WRONG_TYPE, "v", "str"),
         (msgpack.packb({**BASE, "id": -1}), wire.ErrorCode.INVALID_VALUE, "id", "-1"),
@@ -328,6 +328,35 @@ def test_an_error_about_a_key_too_long_to_quote_whole_still_fits_an_error_frame(
 
 
 SEND = {"v": 1, "id": 9, "kind": "send", "to": "bob"}
+
+
+def _send_with_key(key: bytes) -> bytes:
+    """A send whose one envelope has the key ``key`` (msgpack, any type) beside its device and body."""
+    p = functools.partial(msgpack.packb, use_bin_type=True)
+    envelope = b"\x83" + p("device") + p(1) + p("body") + p(b"") + key + p(1)
+    head = b"".join(p(x) for x in ("v", 1, "id", 9, "kind", "send", "to", "bob", "envelopes"))
+    return _frame(b"\x85" + head + b"\x91" + envelope, raw=True)
+
+
+@pytest.mark.parametrize(
+    ("key", "got"),
+    [
+        (msgpack.packb(b"k" * 5000), "the bin key " + repr(b"k" * 57) + "…, 5,000 bytes"),
+        (b"\x81" + msgpack.packb("k" * 100) + b"\x01", "the map key {" + repr("k" * 57) + "…, 82 characters"),
+        (b"\x91" + msgpack.packb("k" * 100), "the array key (" + repr("k" * 57) + "…, 80 characters"),
+    ],
+    ids=["bin", "map", "array"],
+)
+def test_a_long_key_that_is_no_string_inside_a_map_is_refused_in_one_clause_naming_the_kind(
+    key: bytes, got: str
+) -> None:
+    """A key that is no string, too long to quote whole, in a map inside a frame ended its refusal
+    "b'kkk…'… (5,000 bytes) (in a 'send' frame)": two parentheses in a row. Its length and the frame's
+    kind are one clause now, the kind named as every refusal names it ("in a 'send' frame")."""
+    e = _decoding_error(_send_with_key(key))
+    assert e.code == wire.ErrorCode.WRONG_TYPE and e.field is not None and e.field.startswith("envelopes[0].")
+    assert e.message == f"the keys of envelopes[0] must be strings; got {got}, in a 'send' frame", e.message
+    assert ") (" not in e.message
 
 
 @pytest.mark.parametrize(
@@ -774,8 +803,24 @@ def test_building_a_bad_frame_is_a_local_error() -> None:
     with pytest.raises(wire.LocalProtocolError) as info:
         wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), "nope"))  # type: ignore[arg-type]
     assert info.value.field == "envelopes[1]"
-    # its type said with the article it takes ("a OutgoingEnvelope" before)
-    assert str(info.value).endswith("envelopes[1] must be an OutgoingEnvelope, got str")
+    # what the field holds, in the protocol's words (docs/protocol.md), not this side's class names ("must
+    # be an OutgoingEnvelope, got str" before; "a OutgoingEnvelope" before that)
+    assert str(info.value) == "envelopes[1] must be the map {device, body, registration_id?}, got str"
+    for wrong, got in [
+        (wire.Prekey(1, b"k" * 32), "the map {id, public}"),
+        ({"device": 2, "body": b""}, "a map not built as one"),
+        (None, "nil"),
+        (b"x", "bin"),
+    ]:
+        with pytest.raises(wire.LocalProtocolError) as info:
+            wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), wrong))  # type: ignore[arg-type]
+        assert (info.value.code, info.value.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[1]")
+        assert (
+            str(info.value) == f"envelopes[1] must be the map {{device, body, registration_id?}}, got {got}"
+        )
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.UploadPrekeys(id=1, signed_prekey="x")  # type: ignore[arg-type]
+    assert str(info.value) == "signed_prekey must be the map {id, public, signature}, got str"
     with pytest.raises(wire.LocalProtocolError):
         wire.AuthChallenge(id=1, account="a\nb", device=1)  # control characters
 
@@ -1899,6 +1944,18 @@ def test_a_key_missing_or_left_over_in_a_map_inside_a_frame_is_named_by_its_path
         cls.__name__ for cls in vars(wire).values() if isinstance(cls, type) and issubclass(cls, wire.Message)
     }
     assert not {word.strip("(),;'") for word in e.message.split()} & names, e.message
+
+
+@pytest.mark.parametrize("key", ["v", "id", "kind"])
+def test_a_frame_without_its_v_id_or_kind_is_said_as_any_missing_field_is(key: str) -> None:
+    """A frame without ``v``, ``id`` or ``kind`` was "frame is missing required field 'v' (in a 'send'
+    frame)", every other missing field "to is missing (in a 'send' frame)": one wording for all, the kind
+    named where the frame names one (not where ``kind`` is what is missing), the id where it can be read."""
+    whole = {**SEND, "envelopes": [{"device": 1, "body": b"x"}]}
+    e = _decoding_error(_frame({k: v for k, v in whole.items() if k != key}))
+    in_kind = "" if key == "kind" else " (in a 'send' frame)"
+    assert (e.code, e.field, e.message) == (wire.ErrorCode.MISSING_FIELD, key, f"{key} is missing{in_kind}")
+    assert e.request_id == (0 if key == "id" else 9)
 
 
 def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
