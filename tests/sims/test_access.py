@@ -35,9 +35,9 @@ from relaysim.sims.access import (
     GlobalKey,
     KeyEscrow,
     RelaySwapsIdentity,
+    base,
     intervention_for,
 )
-from relaysim.sims.access import base
 from relaysim.sims.access.base import Captured
 from relaysim.sims.access.seizure import analyse_seizure
 from relaysim.sims.scenario import (
