@@ -3,10 +3,12 @@
 The simulation (``sims.world.simulation.Simulation``) calls an ``Intervention`` on four hooks: a timeline
 event of its kind (``on_event``), envelopes the relay accepted (``on_accepted``), what a device
 reported (``on_agent_event``) and the end of the run (``finish``). An intervention sees the
-simulation only as a ``World``: what it may read, and the few public methods through which it
-may change something (``mandate_escrow``, ``mandate_content_key``, ``add_device``,
-``start_device``, ``forge_envelope``, and the relay core's ``provision_device``). The dependency points one way:
-nothing here imports the runner.
+simulation only as a ``World``: what it may read (``device_ready``, ``read_already`` among them), and
+the few public methods through which it may change something (``emit``, ``mandate_escrow``,
+``mandate_content_key``, ``add_device``, ``start_device``, ``flush_device``, ``relay_outputs``: what the
+relay made of a request the intervention carried to it itself, counted with the run's records,
+``forge_envelope``, and the relay core's ``provision_device``). The dependency points one way: nothing
+here imports the runner.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ class World(Protocol):
     # an envelope the phone could not read was a copy of what it had read: a duplicate, not unread
     def read_already(self, device: str, event: A.Duplicate | A.Undecryptable) -> bool: ...
     # what the relay made of a request an intervention carried to it itself (the agency's phone's
-    # registration): its records counted as those of any request (the run's relay_records, relay_view)
+    # registration, the key-transparency witness's connection and requests): its records counted as
+    # those of any request (the run's relay_records, relay_view)
     def relay_outputs(self, outputs: Sequence[Output], /) -> None: ...
     def forge_envelope(
         self, to: tuple[str, int], body: bytes, *, sealed: bool, source: tuple[str, int] | None = None

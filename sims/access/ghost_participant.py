@@ -30,7 +30,7 @@ from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, Reply
 from relaysim.relay.mdtext import md_text
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
-from relaysim.sims.access.reports import ExceptionalReport
+from relaysim.sims.access.reports import ExceptionalReport, unread_lines
 from relaysim.sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
 from relaysim.sims.world.groups import group_distribution_id
 from relaysim.sims.world.util import clock, seeded
@@ -280,6 +280,7 @@ def _markdown(data: dict[str, Any]) -> str:
         "",
         f"- Group messages after the ghost was added: {len(data['expected_after_added'])}; read by the ghost: "
         f"**{len(data['read'])}**; matches ground truth: **{'yes' if data['matches_ground_truth'] else 'NO'}**.",
+        *unread_lines(data, "the agency's phone"),
         f"- Members' clients changed to hide membership changes: **{'yes' if data['client_change'] else 'no'}**.",
         f"- Phones that saw the ghost added: {len(data['saw_it_added'])}; that showed it to their user: "
         f"**{', '.join(map(md_text, data['noticed_by'])) or 'none'}**; that never looked the list up again: "

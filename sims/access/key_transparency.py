@@ -21,7 +21,8 @@ Everything the checks use crosses the wire: the phones fetch heads, entries and 
 with ``relay.wire``'s key-log requests over their own connections (``DeviceAgent.audit_key_log``,
 ``compare_key_log_head``); heads go to the witness and back as ``clients.transparency.encode_head``
 bytes; the witness asks the relay for consistency proofs over a connection of its own (carried
-without delay, and it never logs in). Only the timing is the simulation's: a phone audits at the
+without delay, and it never logs in; the relay's records of it are counted with the run's,
+``World.relay_outputs``). Only the timing is the simulation's: a phone audits at the
 first multiple of ``AUDIT_INTERVAL`` after the ghost is added (later if it is offline then), and its
 contacts' heads reach the witness when they fetch the ghost's keys.
 """
@@ -69,7 +70,9 @@ class KeyTransparencyWatch:
         if self.fork:  # the compelled provider shows the target's account a log without the ghost
             relay.split_key_log(self.target, [self._ghost_leaf])
         self._conn = ConnectionContext(WITNESS_CONNECTION, ("203.0.113.77", 443))  # the witness's own
-        relay.connect(self._conn)
+        # what the relay records of the witness's connection and requests is counted with the run's
+        # (SimulationResult.relay_records, relay-view.jsonl), as any phone's
+        self.world.relay_outputs(relay.connect(self._conn))
         self._requests = 0
         self._open: dict[str, dict[str, Any]] = {}  # device → its audit row, while it is in progress
 
@@ -85,7 +88,9 @@ class KeyTransparencyWatch:
             self._requests += 1
             ask = _over_the_wire(wire.GetKeyLogConsistency(id=self._requests, first=first, second=second))
             assert isinstance(ask, wire.Request)
-            (reply,) = [o.frame for o in self.relay.handle(self._conn, ask) if isinstance(o, Reply)]
+            outputs = self.relay.handle(self._conn, ask)
+            self.world.relay_outputs(outputs)  # its reply goes to no device's link: read here
+            (reply,) = [o.frame for o in outputs if isinstance(o, Reply)]
             answer = _over_the_wire(reply)
             if isinstance(answer, wire.KeyLogConsistency):
                 found += self.witness.proof_received(first, second, answer.proof)

@@ -22,6 +22,7 @@ __all__ = [
     "global_key_markdown",
     "identity_swap_markdown",
     "seizure_markdown",
+    "unread_lines",
     "write_exceptional",
 ]
 
@@ -33,6 +34,25 @@ class ExceptionalReport:
     name: str
     data: dict[str, Any]
     markdown: str
+
+
+# what each reason an agent refuses an envelope it decrypted means (clients.agent.REFUSAL_REASONS),
+# in summary.md's words (sims.report)
+_REFUSED_TEXT = {
+    "untrusted_identity": "from a changed identity key the user has not approved",
+    "sealed_sender_self_send": "sealed under its own address, a self-send",
+}
+
+
+def unread_lines(data: dict[str, Any], phone: str) -> list[str]:
+    """The report's ``undecryptable`` and ``refused`` counts (what reached ``phone`` that it did not
+    read), as the JSON beside it has them."""
+    refused = data["refused"]
+    by_reason = "; ".join(f"{_REFUSED_TEXT.get(r, md_text(r))}: {n}" for r, n in refused.items())
+    return [
+        f"- Envelopes that reached {phone} and did not decrypt: {data['undecryptable']}; that it decrypted "
+        f"and refused, unread: {sum(refused.values())}" + (f" ({by_reason})." if by_reason else "."),
+    ]
 
 
 def _yes(b: bool) -> str:
@@ -138,6 +158,7 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
         f"- Messages to {md_text(data['target'])}: {len(rows)}; read by the ghost: **{len(data['read'])}**.",
         f"- Matches ground truth (read = sent after the ghost was added, word for word): "
         f"**{'yes' if data['matches_ground_truth'] else 'NO'}**.",
+        *unread_lines(data, "the ghost"),
         "",
         "| message | from | at the relay | after the ghost was added | ghost read it | why |",
         "|---|---|---|---|---|---|",

@@ -893,7 +893,8 @@ class Simulation:
 
     def relay_outputs(self, outputs: Sequence[Reply | Push | MetadataRecord], /) -> None:
         """What the relay made of a request an intervention carried to it on a connection of its own (the
-        agency's phone's registration, sims.access.ghost_participant): its records counted with every
+        agency's phone's registration, sims.access.ghost_participant; the key-transparency witness's
+        connection and consistency requests, sims.access.key_transparency): its records counted with every
         other (SimulationResult.relay_records, ``relay_view``); a reply on a connection no device's link
         holds goes nowhere (the intervention reads it itself)."""
         self._relay_outputs(list(outputs))

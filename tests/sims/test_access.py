@@ -35,6 +35,7 @@ from relaysim.sims.access import (
     GlobalKey,
     KeyEscrow,
     RelaySwapsIdentity,
+    base,
     intervention_for,
 )
 from relaysim.sims.access.base import Captured
@@ -96,6 +97,15 @@ def _reaches_into(source: str, path: str) -> list[str]:
                 f"{path}:{getattr(node, 'lineno', 0)}: rebuilds {ast.unparse(node.args[0]) if node.args else '?'}"
             )
     return found
+
+
+def test_the_interface_s_docstring_names_every_method_of_the_world() -> None:
+    """sims.access.base's docstring lists what an intervention may call on the World; it left out
+    ``relay_outputs`` (the records of a request an intervention carries to the relay itself)."""
+    methods = [n for n, v in vars(base.World).items() if callable(v) and not n.startswith("_")]
+    assert "relay_outputs" in methods
+    assert base.__doc__ is not None
+    assert [m for m in methods if f"``{m}``" not in base.__doc__] == []
 
 
 def test_interventions_touch_the_world_only_through_public_methods() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -630,6 +631,20 @@ def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
         reason: sum(e.get("reason") == reason for e in mine) for reason in A.REFUSAL_REASONS
     }, data
     assert sum(data["refused"].values()) == env["agency"]["refused"], data
+    # its markdown report says the counts its JSON has (neither ghost report's did)
+    (md,) = [f.read_text(encoding="utf-8") for f in (tmp_path / "exceptional").glob("*.md")]
+    said = re.search(
+        r"and did not decrypt: (\d+); that it decrypted and refused, unread: (\d+) \(from a changed "
+        r"identity key the user has not approved: (\d+); sealed under its own address, a self-send: (\d+)\)\.",
+        md,
+    )
+    assert said is not None, md
+    assert [int(n) for n in said.groups()] == [
+        data["undecryptable"],
+        sum(data["refused"].values()),
+        data["refused"][A.UNTRUSTED_IDENTITY],
+        data["refused"][A.SEALED_SENDER_SELF_SEND],
+    ], (said.group(0), data)
     # relaysim show words each record as the people's
     shown = " ".join(report.render_show(tmp_path, limit=None, width=400).split())
     words = "dropped a second copy of" if how == "twice" else "refused" if how == "refused" else "could not"

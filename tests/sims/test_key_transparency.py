@@ -7,6 +7,8 @@ phone audits its account at the next hour (03:00).
 
 from __future__ import annotations
 
+import sqlite3
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 import pytest
 
 from relaysim.relay import wire
-from relaysim.sims.access.key_transparency import AUDIT_INTERVAL
+from relaysim.relay.metadata import MetadataRecord
+from relaysim.sims.access.key_transparency import AUDIT_INTERVAL, WITNESS_CONNECTION
 from relaysim.sims.report import run_comparison_to_dir
 from relaysim.sims.scenario import (
     DeviceOffline,
@@ -118,6 +121,25 @@ def test_a_head_signed_again_is_the_same_tree_not_a_fork_nor_a_head_to_compare_w
     assert audit["matches_gossiped_head"] is True and audit["ghost_in_own_log"] is True
     assert "consistent_with_gossiped_head" not in audit  # the same tree: no proof to ask for
     assert d["detected"] is True and "own audit found omar/2" in d["how"]
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_the_witness_s_records_at_the_relay_are_counted_with_the_run_s(fork: bool, tmp_path: Path) -> None:
+    """The witness connects to the relay on a connection of its own and asks it for consistency proofs;
+    the relay's store kept its connection record, but the run threw the relay's outputs away: in no
+    count of the run (summary.json's relay_records) nor its relay view (relay-view.jsonl). Now, under a
+    profile that keeps every record, the run's counts are the store's, kind by kind."""
+    scenario = _scenario(kt=True, fork=fork)
+    scenario = replace(scenario, relay=replace(scenario.relay, profile="keep-everything"))
+    records: list[MetadataRecord] = []
+    db = tmp_path / "relay.db"
+    result = Simulation(scenario, relay_view=records.append, db_path=db).run()
+    with sqlite3.connect(db) as conn:
+        stored = dict(conn.execute("SELECT kind, count(*) FROM metadata GROUP BY kind").fetchall())
+    assert result.relay_records == stored
+    assert dict(Counter(r.kind.value for r in records)) == stored
+    (witness,) = [r for r in records if r.connection == WITNESS_CONNECTION]
+    assert witness.kind.value == "connection"
 
 
 def test_key_transparency_runs_are_deterministic() -> None:
