@@ -1693,8 +1693,26 @@ def render_demo_comparison(
     names: list[str] = []  # every order, on whichever operators it was served
     for profile in profiles:
         summary_file = out / profile / "summary.json"
-        summary = loads(read_run_text(summary_file))
-        for i, o in enumerate(summary.get("disclosures", [])):
+        summary = _read_json(summary_file, out)
+        # (no object, a disclosures entry no object or without its name: a TypeError or KeyError that
+        # reached the last-resort handler)
+        if not isinstance(summary, dict):
+            raise RunFolderError(
+                f"{summary_file}: expected a JSON object, got {type(summary).__name__}; {run_again(out)}"
+            )
+        orders = summary.get("disclosures", [])
+        if not isinstance(orders, list):
+            raise RunFolderError(
+                f"{summary_file}: disclosures: expected a list of the orders served, got "
+                f"{type(orders).__name__}; {run_again(out)}"
+            )
+        for i, o in enumerate(orders):
+            if not isinstance(o, dict) or "name" not in o:
+                got = "an object without one" if isinstance(o, dict) else brief(o)
+                raise RunFolderError(
+                    f"{summary_file}: disclosures[{i}]: expected an order served, an object with its name, "
+                    f"got {got}; {run_again(out)}"
+                )
             # (joined onto the run's folder as disclosures/NAME.json: "../../x" was read outside it)
             problem = plain_name_problem(o["name"], "the order's name, that of its disclosure's file")
             if problem is not None:
