@@ -575,7 +575,7 @@ def run_calendar(run: Path) -> tuple[float, bool]:
     try:
         data = loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{path} cannot be read ({exc}); run the scenario again with --force") from None
+        raise ValueError(f"{path} cannot be read ({exc}); {run_again(run)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     epoch = data.get("clock_epoch", SIM_EPOCH)
@@ -827,7 +827,6 @@ def make_run_command(out: Path) -> str:
     comparison's files by the next ``--force`` run into the parent: a folder beside the comparison's
     is given instead (``out/pakistan-2015-signal``), saying why."""
     from relaysim.relay.profiles import PROFILES
-    from relaysim.sims.scenario import builtin_scenarios
 
     parent = out.parent
     if out.name in PROFILES and parent != out:

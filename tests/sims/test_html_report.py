@@ -293,6 +293,7 @@ def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
         ("disclosures/warrant-ben.json", "{"),  # a file of the run that is no JSON (_load)
         ("disclosures/warrant-ben.json", '{"provided": [1]}'),  # no disclosure as relaysim writes it
         ("summary.json", "duration"),  # a field of summary.json of the wrong type
+        ("provider.json", "{"),  # the run's calendar (sims.report.run_calendar)
     ],
 )
 def test_a_file_of_the_run_report_cannot_read_names_the_command_that_makes_it_again(
