@@ -1273,11 +1273,15 @@ class Store:
 
     def _check_file(self) -> None:
         """A StoreError, before anything is written, for a file this relay must not open: a newer
-        schema, a SQLite database of some other program's (version 0, with tables of its own), or a
-        store missing a table or column its version has (dropped by hand, or a damaged file)."""
+        schema, a schema version below 0 (no relaysim's), a SQLite database of some other program's
+        (version 0, with tables of its own), or a store missing a table or column its version has
+        (dropped by hand, or a damaged file)."""
         version = self.schema_version
         if version > len(MIGRATIONS):
             raise StoreError(_newer_schema(self.path, version))
+        if version < 0:  # (no relaysim writes one: _expected_schema(-1) read MIGRATIONS[:-1], and the
+            # file was refused as a store of version -1 missing tables, in no reader's words)
+            raise StoreError(_no_schema_of_ours(self.path, version, _STORE_ADVICE))
         have: dict[str, set[str]] = {}
         for (name,) in self._db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"

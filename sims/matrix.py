@@ -32,7 +32,7 @@ from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
 from relaysim.relay.mdtext import md_block
 from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile, profile_as_of
 from relaysim.sims.analysis.runfiles import brief, read_run_text
-from relaysim.sims.scenario import LegalProcessEvent, Scenario
+from relaysim.sims.scenario import LegalProcessEvent, Scenario, is_builtin
 from relaysim.sims.term import outcome_style, render, table
 from relaysim.sims.world.simulation import SimulationResult
 
@@ -293,6 +293,7 @@ def run_matrix_to_dir(
     summary: dict[str, Any] = {
         "scenario": scenario.name,
         "seed": scenario.seed,
+        "scenario_from": "built-in" if is_builtin(scenario) else "file",
         "target": target,
         "profiles": list(profiles),
         "processes": list(MATRIX_PROCESSES),

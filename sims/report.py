@@ -72,7 +72,7 @@ from relaysim.sims.analysis.runfiles import (
     shell_word,
 )
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
-from relaysim.sims.scenario import Scenario
+from relaysim.sims.scenario import Scenario, is_builtin
 from relaysim.sims.term import printable, render, table
 from relaysim.sims.world.simulation import ENVELOPE_FATES, SIM_EPOCH, Simulation, SimulationResult
 from relaysim.sims.world.traffic import expand_population
@@ -261,6 +261,7 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
         {
             "scenario": sc.name,
             "seed": sc.seed,
+            "scenario_from": "built-in" if is_builtin(sc) else "file",
             # a dated run's first instant on the calendar ([scenario] start; undated runs say nothing)
             **({"start": _iso(sc.epoch)} if sc.start is not None else {}),
             "duration_s": sc.duration,
@@ -574,7 +575,7 @@ def run_calendar(run: Path) -> tuple[float, bool]:
     try:
         data = loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{path} cannot be read ({exc}); run the scenario again with --force") from None
+        raise ValueError(f"{path} cannot be read ({exc}); {run_again(run)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     epoch = data.get("clock_epoch", SIM_EPOCH)
@@ -826,13 +827,12 @@ def make_run_command(out: Path) -> str:
     comparison's files by the next ``--force`` run into the parent: a folder beside the comparison's
     is given instead (``out/pakistan-2015-signal``), saying why."""
     from relaysim.relay.profiles import PROFILES
-    from relaysim.sims.scenario import builtin_scenarios
 
     parent = out.parent
     if out.name in PROFILES and parent != out:
         held = _profiles_run_in(parent)
         if held is not None and out.name in held[1]:
-            return f"relaysim run {shell_word(held[0])} --out {shell_word(parent)} --force"
+            return f"relaysim run {_scenario_made(_summary_in(parent), parent)} --out {shell_word(parent)} --force"
         compared = held[1] if held is not None else _builtin_profiles(parent.name)
         if held is None and out.name in compared:
             force = " --force" if relaysim_outputs(parent) else ""
@@ -845,10 +845,35 @@ def make_run_command(out: Path) -> str:
                 f"   ({parent} is the folder of {scenario}'s runs under {', '.join(compared)}, not under "
                 f"{out.name}: a run of its own in {out} would be removed by the next run there with --force)"
             )
+    return f"relaysim run {_scenario_made(_summary_in(out), out)} --out {shell_word(out)}{' --force' if relaysim_outputs(out) else ''}"
+
+
+def _scenario_made(summary: dict[str, Any] | None, out: Path) -> str:
+    """What ``relaysim run`` is given to make the run in ``out`` again, whose summary.json is
+    ``summary`` (None: none there): the built-in scenario it says it ran (its ``scenario``, unless its
+    ``scenario_from`` says it was a file of the user's own of that name: NAME then), else the one ``out``
+    is named after, else NAME; and ``--seed`` with the seed it ran under where that is not the
+    built-in's own (for a file of the user's own, whatever its seed: its file is not known here)."""
+    from relaysim.sims.scenario import ScenarioError, builtin_scenarios, load_scenario, seed_problem
+
+    summary = summary or {}
     builtin = builtin_scenarios()
-    said = (_summary_in(out) or {}).get("scenario")
-    name = said if isinstance(said, str) and said in builtin else out.name if out.name in builtin else "NAME"
-    return f"relaysim run {name} --out {shell_word(out)}{' --force' if relaysim_outputs(out) else ''}"
+    said, made, seed = summary.get("scenario"), summary.get("scenario_from"), summary.get("seed")
+    if made == "file":  # (a run of a file of the user's own; runs before the marker have none)
+        name = "NAME"
+    elif isinstance(said, str):
+        name = said if said in builtin else "NAME"
+    else:
+        name = out.name if out.name in builtin else "NAME"
+    if seed_problem(seed) is not None:  # (none recorded, or not one a run is made with)
+        return shell_word(name) if name != "NAME" else name
+    if name != "NAME":
+        try:
+            if load_scenario(builtin[name]).seed == seed:
+                return shell_word(name)
+        except (ScenarioError, OSError):
+            pass
+    return f"{shell_word(name) if name != 'NAME' else name} --seed {seed}"
 
 
 def run_again(out: Path) -> str:
@@ -1448,6 +1473,7 @@ def run_comparison_to_dir(
     summary: dict[str, Any] = {
         "scenario": scenario.name,
         "seed": scenario.seed,
+        "scenario_from": "built-in" if is_builtin(scenario) else "file",
         "compare_profiles": list(scenario.compare_profiles),
         "profiles": {name: s for name, (_r, s) in runs.items()},
         "comparison": comparison,
@@ -1666,8 +1692,26 @@ def render_demo_comparison(
     names: list[str] = []  # every order, on whichever operators it was served
     for profile in profiles:
         summary_file = out / profile / "summary.json"
-        summary = loads(read_run_text(summary_file))
-        for i, o in enumerate(summary.get("disclosures", [])):
+        summary = _read_json(summary_file, out)
+        # (no object, a disclosures entry no object or without its name: a TypeError or KeyError that
+        # reached the last-resort handler)
+        if not isinstance(summary, dict):
+            raise RunFolderError(
+                f"{summary_file}: expected a JSON object, got {type(summary).__name__}; {run_again(out)}"
+            )
+        orders = summary.get("disclosures", [])
+        if not isinstance(orders, list):
+            raise RunFolderError(
+                f"{summary_file}: disclosures: expected a list of the orders served, got "
+                f"{type(orders).__name__}; {run_again(out)}"
+            )
+        for i, o in enumerate(orders):
+            if not isinstance(o, dict) or "name" not in o:
+                got = "an object without one" if isinstance(o, dict) else brief(o)
+                raise RunFolderError(
+                    f"{summary_file}: disclosures[{i}]: expected an order served, an object with its name, "
+                    f"got {got}; {run_again(out)}"
+                )
             # (joined onto the run's folder as disclosures/NAME.json: "../../x" was read outside it)
             problem = plain_name_problem(o["name"], "the order's name, that of its disclosure's file")
             if problem is not None:

@@ -2453,6 +2453,20 @@ def builtin_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(_BUILTIN_DIR.glob("*.toml"))}
 
 
+def is_builtin(scenario: Scenario) -> bool:
+    """Whether ``scenario`` is the built-in scenario of its name, under any seed (a copy of its file
+    anywhere is too: it makes the same run): what a run's summary.json records as ``scenario_from``, so
+    that the command advised to make the run again (sims.report.make_run_command) names the
+    built-in for its runs alone, not for a file of the user's own of the same name."""
+    path = builtin_scenarios().get(scenario.name)
+    if path is None:
+        return False
+    try:
+        return load_scenario(path).with_seed(scenario.seed) == scenario
+    except (ScenarioError, OSError, ValueError):
+        return False
+
+
 def one_profile(scenario: Scenario, command: str, instead: str = "", source: str | None = None) -> None:
     """ScenarioError, said before anything runs, for a scenario that runs under several relay profiles
     (``matrix`` or ``compare_profiles``) given to ``command``, which runs one relay: it ran under the

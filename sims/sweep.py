@@ -457,6 +457,7 @@ _FATES = dict.fromkeys(
 SUMMARY_SCHEMA: dict[str, Any] = {
     "scenario": TEXT,
     "seed": NUMBER,
+    "scenario_from": TEXT,
     "start": TEXT,
     "duration_s": NUMBER,
     "people": NUMBER,

@@ -98,15 +98,29 @@ def _clock(t: float, days: bool) -> str:
     return f"day {day + 1} {hms}" if days or day else hms
 
 
-def _load(path: Path, again: str = "run the scenario again with --force") -> Any:
-    """``path``, a JSON file of the run; ReportError naming it otherwise, saying how to write it
-    again (``again``: relaysim analyze for its pages)."""
+def _load(path: Path, run: Path | None = None, again: str | None = None) -> Any:
+    """``path``, a JSON file of the run in ``run`` (by default the folder ``path`` is in); ReportError
+    naming it otherwise, saying how to write it again (``again``: relaysim analyze for its pages; by
+    default the command that makes the run, sims.report.run_again)."""
     try:
         return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if again is None:
+            from relaysim.sims.report import run_again
+
+            again = run_again(path.parent if run is None else run)
         raise ReportError(
             f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); {again}"
         ) from None
+
+
+def _again(run: Path) -> str:
+    """What an error about a file of the run in ``run`` ends with: the command that makes the run
+    again (sims.report.run_again), made as the error is raised. ("run the scenario again with
+    --force" named neither the scenario nor the folder.)"""
+    from relaysim.sims.report import run_again
+
+    return f"; {run_again(run)}"
 
 
 # --- the page ---------------------------------------------------------------------------------------
@@ -482,7 +496,7 @@ def _orders(run: Path, days: bool) -> str:
     files = sorted(_subfolder(run, "disclosures").glob("*.json"))
     if not files:
         return "<p>No legal order was served in this run.</p>"
-    orders = [(f, _load(f)) for f in files]
+    orders = [(f, _load(f, run)) for f in files]
     for f, d in orders:
         if not isinstance(d, dict):
             raise ReportError(f"{f}: expected a disclosure (a JSON object), got {type(d).__name__}")
@@ -499,7 +513,7 @@ def _orders(run: Path, days: bool) -> str:
             parts.append(_order(d, days, calendar))
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise ReportError(
-                f"{f} is not a disclosure as relaysim writes it ({exc!r}); run the scenario again with --force"
+                f"{f} is not a disclosure as relaysim writes it ({exc!r}){_again(run)}"
             ) from None
     return "".join(parts)
 
@@ -520,7 +534,7 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     if folder.is_dir() and any(folder.glob("*.json")):
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
-        pages = {f.stem: _load(f, again) for f in sorted(folder.glob("*.json"))}
+        pages = {f.stem: _load(f, run, again) for f in sorted(folder.glob("*.json"))}
         _directory_since(run, folder, pages)
         return pages
     from relaysim.sims.analysis_scoring import as_written, compute_analyses
@@ -769,7 +783,9 @@ def _comparison_data(path: Path) -> list[dict[str, Any]]:
 
     data = _load(path)
     if not isinstance(data, list):
-        raise ReportError(f"{path}: expected a JSON list of orders, got {type(data).__name__}{_AGAIN}")
+        raise ReportError(
+            f"{path}: expected a JSON list of orders, got {type(data).__name__}{_again(path.parent)}"
+        )
     names: set[str] = set()
     for i, row in enumerate(data):
         profiles = row.get("profiles") if isinstance(row, dict) else None
@@ -777,38 +793,44 @@ def _comparison_data(path: Path) -> list[dict[str, Any]]:
             what = f"[{i}].profiles" if isinstance(row, dict) else f"[{i}]"
             got = type(profiles if isinstance(row, dict) else row).__name__
             expected = "an object of outcomes by profile" if isinstance(row, dict) else "an object"
-            raise ReportError(f"{path}: {what}: expected {expected}, got {got}{_AGAIN}")
+            raise ReportError(f"{path}: {what}: expected {expected}, got {got}{_again(path.parent)}")
         for profile, outcome in profiles.items():
             problem = _outcome_problem(outcome)
             if problem:
-                raise ReportError(f"{path}: [{i}].profiles.{profile}{problem}{_AGAIN}")
+                raise ReportError(f"{path}: [{i}].profiles.{profile}{problem}{_again(path.parent)}")
         assert isinstance(row, dict)
         name, process, target = row.get("name"), row.get("process"), row.get("target")
         if not isinstance(name, str) or not name:
-            raise ReportError(f"{path}: [{i}].name: expected the order's name, got {brief(name)}{_AGAIN}")
+            raise ReportError(
+                f"{path}: [{i}].name: expected the order's name, got {brief(name)}{_again(path.parent)}"
+            )
         problem = plain_name_problem(name, "the order's name, that of its disclosure's file")
         if problem is not None:  # (../../x was read as the disclosure ../../x.json, outside the run)
-            raise ReportError(f"{path}: [{i}].name: {problem}{_AGAIN}")
+            raise ReportError(f"{path}: [{i}].name: {problem}{_again(path.parent)}")
         if name in names:
-            raise ReportError(f"{path}: [{i}].name: {brief(name)} is there twice; each order is once{_AGAIN}")
+            raise ReportError(
+                f"{path}: [{i}].name: {brief(name)} is there twice; each order is once{_again(path.parent)}"
+            )
         names.add(name)
         if not isinstance(process, str) or process not in INSTRUMENTS:
             raise ReportError(
                 f"{path}: [{i}].process: expected a kind of legal process relaysim knows "
-                f"(relay/legal.py), got {brief(process)}{_AGAIN}"
+                f"(relay/legal.py), got {brief(process)}{_again(path.parent)}"
             )
         if target is not None and not isinstance(target, str):
             raise ReportError(
-                f"{path}: [{i}].target: expected an account or null, got {brief(target)}{_AGAIN}"
+                f"{path}: [{i}].target: expected an account or null, got {brief(target)}{_again(path.parent)}"
             )
         if not profiles:
             raise ReportError(
-                f"{path}: [{i}].profiles: expected the outcome on each operator, got none{_AGAIN}"
+                f"{path}: [{i}].profiles: expected the outcome on each operator, got none{_again(path.parent)}"
             )
         for profile, outcome in profiles.items():
             where = f"{path}: [{i}].profiles.{brief(profile)}"
             if profile not in PROFILES:
-                raise ReportError(f"{where}: expected a relay profile's name ({', '.join(PROFILES)}){_AGAIN}")
+                raise ReportError(
+                    f"{where}: expected a relay profile's name ({', '.join(PROFILES)}){_again(path.parent)}"
+                )
             problem = outcome_problem(outcome, process)
             history = outcome.get("history")
             if problem is None and history is not None:
@@ -822,7 +844,7 @@ def _comparison_data(path: Path) -> list[dict[str, Any]]:
             if problem is None:
                 problem = outcome_disagreement(path.parent / profile / "disclosures", outcome, process, name)
             if problem is not None:
-                raise ReportError(f"{where}{problem}{_AGAIN}")
+                raise ReportError(f"{where}{problem}{_again(path.parent)}")
     return data
 
 
@@ -831,16 +853,18 @@ def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
     file and the entry otherwise."""
     data = _load(path)
     if not isinstance(data, dict):
-        raise ReportError(f"{path}: expected a JSON object of profiles, got {type(data).__name__}{_AGAIN}")
+        raise ReportError(
+            f"{path}: expected a JSON object of profiles, got {type(data).__name__}{_again(path.parent)}"
+        )
     for profile, row in data.items():
         if not isinstance(row, dict):
             raise ReportError(
-                f"{path}: {profile}: expected an object of outcomes by process, got {type(row).__name__}{_AGAIN}"
+                f"{path}: {profile}: expected an object of outcomes by process, got {type(row).__name__}{_again(path.parent)}"
             )
         for process, outcome in row.items():
             problem = _outcome_problem(outcome)
             if problem:
-                raise ReportError(f"{path}: {profile}.{process}{problem}{_AGAIN}")
+                raise ReportError(f"{path}: {profile}.{process}{problem}{_again(path.parent)}")
     # and the matrix's own shape, as relaysim chart holds it: a category that is none, or taken out of
     # a cell, or under two outcomes, or a provider or process left out, was drawn as the chart
     from relaysim.sims.matrix import matrix_disagreement, matrix_problem
@@ -849,18 +873,15 @@ def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
     if problem is None:  # and each cell against the disclosure it was read off, as chart holds it
         problem = matrix_disagreement(path.parent, data)
     if problem:
-        raise ReportError(f"{path}: {problem}{_AGAIN}")
+        raise ReportError(f"{path}: {problem}{_again(path.parent)}")
     # and summary.json's copy of it, as chart holds it (it was never read back against it)
     from relaysim.sims.matrix import summary_problem
 
     summary_file = path.parent / "summary.json"
     problem = summary_problem(_load(summary_file), data)
     if problem:
-        raise ReportError(f"{summary_file}: {problem}{_AGAIN}")
+        raise ReportError(f"{summary_file}: {problem}{_again(path.parent)}")
     return data
-
-
-_AGAIN = "; run the scenario again with --force"
 
 
 def _comparison(out: Path, data: list[dict[str, Any]]) -> str:
@@ -957,13 +978,13 @@ def _exceptional(run: Path, prefix: str = "") -> str:
         "read are marked <b>opened</b>; their words are shown because someone other than the two people read them.</p>"
     ]
     for f in files:
-        data = _load(f)
+        data = _load(f, run)
         if not isinstance(data, dict):
             continue
         scalars = {k: v for k, v in data.items() if k != "rows"}
         dl = "".join(f"<dt>{_e(k.replace('_', ' '))}</dt><dd>{_value(v)}</dd>" for k, v in scalars.items())
         if not isinstance(data.get("rows") or [], list):
-            raise ReportError(f"{f}: rows: expected a list, got {type(data['rows']).__name__}{_AGAIN}")
+            raise ReportError(f"{f}: rows: expected a list, got {type(data['rows']).__name__}{_again(run)}")
         rows = [r for r in data.get("rows") or [] if isinstance(r, dict)]
         cols: list[str] = []
         for r in rows:
@@ -1012,7 +1033,9 @@ def _whole(summary: dict[str, Any], key: str, where: Path) -> int | None:
     if type(value) is not int or value < 0:
         from relaysim.sims.analysis.runfiles import brief
 
-        raise ReportError(f"{where}: {key}: expected a whole number from 0, got {brief(value)}{_AGAIN}")
+        raise ReportError(
+            f"{where}: {key}: expected a whole number from 0, got {brief(value)}{_again(where.parent)}"
+        )
     return value
 
 
@@ -1072,7 +1095,7 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     if duration is not None and not finite_number(duration):
         raise ReportError(
             f"{run / 'summary.json'}: duration_s: expected the run's length in seconds, got "
-            f"{json.dumps(duration)[:40]}{_AGAIN}"
+            f"{json.dumps(duration)[:40]}{_again(run)}"
         )
     events = _read_events(run)
     days = (duration or 0) > 86400
@@ -1152,12 +1175,12 @@ def render_report(run: Path) -> str:
             )
             raise ReportError(
                 f"{summary_file}: compare_profiles: expected a list of profiles' names, got "
-                f"{'' if odd is profiles else 'a list holding '}{type(odd).__name__}{_AGAIN}"
+                f"{'' if odd is profiles else 'a list holding '}{type(odd).__name__}{_again(run)}"
             )
         for i, p in enumerate(profiles):  # each a folder in this one: never ../x or /etc, a folder outside it
             problem = plain_name_problem(p, "a profile's name, the folder of its run in this one")
             if problem is not None:
-                raise ReportError(f"{summary_file}: compare_profiles[{i}]: {problem}{_AGAIN}")
+                raise ReportError(f"{summary_file}: compare_profiles[{i}]: {problem}{_again(run)}")
         sections = [
             (
                 "comparison",

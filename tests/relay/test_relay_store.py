@@ -140,6 +140,42 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
         assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("version", [-1, -(2**31)])
+@pytest.mark.parametrize("content", ["empty", "notes", "a relay store"])
+def test_a_negative_schema_version_is_refused_untouched_as_the_readers_refuse_it(
+    tmp_path: Path, version: int, content: str
+) -> None:
+    """A schema version below 0 is no relaysim's: the readers of a run's store refuse it as no relay
+    store (refuse_another_schema), but a Store (``relay serve``) checked it against
+    ``_expected_schema(-1)``, that is ``MIGRATIONS[:-1]``, and said "a relay store of schema version
+    -1 without its accounts, … tables". It is refused in the readers' words, with the relay's advice,
+    the file left as it is."""
+    path = tmp_path / "relay.db"
+    if content == "a relay store":
+        Store(path).close()
+    db = sqlite3.connect(path)
+    if content == "notes":
+        db.execute("CREATE TABLE notes (x)")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as opening:
+        Store(path)
+    with pytest.raises(StoreError) as reading:
+        store_module.refuse_another_schema(path)
+    assert (
+        str(opening.value)
+        == str(reading.value)
+        == (
+            f"{path}: a SQLite database, but not a relay store (schema version {version}: a relay store's is "
+            f"from 1 to {SCHEMA_VERSION}); give the relay a new file, or a store it wrote (the file is left as "
+            "it is)"
+        )
+    )
+    assert path.read_bytes() == before
+
+
 def test_an_empty_file_is_a_new_store(tmp_path: Path) -> None:
     """A file of 0 bytes (``touch relay.db``) holds nothing to lose: SQLite takes it for an empty
     database, and the relay makes its store there."""

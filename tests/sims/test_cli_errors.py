@@ -1995,6 +1995,46 @@ def test_run_it_again_names_the_scenario_the_folder_holds(
     assert _advised(err, "run it again with:") == ["run", "two-friends", "--out", "mine", "--force"]
 
 
+@pytest.mark.parametrize("made", ["own file", "seed", "built-in"])
+def test_run_it_again_remakes_the_run_the_folder_holds_its_file_and_its_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], made: str
+) -> None:
+    """The command advised to make a run again trusted summary.json's ``scenario`` whenever it was a
+    built-in's name: a run of a file of the user's own named two-friends was to be made again with
+    ``relaysim run two-friends``, the built-in; and it dropped the ``--seed`` the run was made with.
+    The run records whether it was the built-in (summary.json's ``scenario_from``), and the seed is given
+    where it is not the built-in's own."""
+    from relaysim.sims.scenario import builtin_scenarios, load_scenario
+
+    monkeypatch.chdir(tmp_path)
+    builtin = builtin_scenarios()["two-friends"]
+    own_seed = load_scenario(builtin).seed
+    if made == "own file":  # (its own words in a message: not the built-in's run)
+        text = builtin.read_text(encoding="utf-8")
+        assert "Page 4" in text
+        Path("two-friends.toml").write_text(text.replace("Page 4", "Page 5"), encoding="utf-8")
+        argv, again = ["two-friends.toml"], ["NAME", "--seed", str(own_seed)]
+    elif made == "seed":
+        argv, again = (
+            ["two-friends", "--seed", str(own_seed + 1)],
+            ["two-friends", "--seed", str(own_seed + 1)],
+        )
+    else:
+        argv, again = ["two-friends"], ["two-friends"]
+    assert main(["run", *argv, "--out", "mine", "--quiet"]) == 0
+    capsys.readouterr()
+    transcript = Path("mine", "transcript.jsonl")
+    transcript.write_bytes(transcript.read_bytes() + b'{"t": 1, "kind\n')  # (a line cut short)
+    assert main(["show", "mine"]) == 2
+    assert _advised(capsys.readouterr().err, "run it again with:") == [
+        "run",
+        *again,
+        "--out",
+        "mine",
+        "--force",
+    ]
+
+
 def test_run_it_again_of_a_comparisons_profile_runs_the_comparison(
     tf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,41 @@ def test_demo_comparison_reads_no_order_name_that_is_no_plain_name(tmp_path: Pat
     said = str(exc.value)
     assert said.startswith(f"{summary_file}: disclosures[0].name: expected the order's name"), said
     assert "a plain name" in said and "run it again with: relaysim run pakistan-2015" in said, said
+
+
+def test_demo_comparison_refuses_a_summary_or_an_order_entry_it_cannot_read_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    """render_demo_comparison read each profile's summary.json unchecked: a summary.json that is no
+    object, a ``disclosures`` that is no list, an entry that is no object or has no ``name`` raised
+    TypeError or KeyError to the last-resort handler. Each is a RunFolderError naming the file and
+    the field, with the command that makes the run again."""
+    from relaysim.sims.report import RunFolderError, render_demo_comparison
+
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    summary_file = out / "bbm-consumer" / "summary.json"
+    whole = json.loads(summary_file.read_text(encoding="utf-8"))
+    assert whole["disclosures"]
+    cases: list[tuple[Any, str]] = [
+        (["a", "list"], "expected a JSON object, got list"),
+        ({**whole, "disclosures": 5}, "disclosures: expected a list of the orders served, got int"),
+        (
+            {**whole, "disclosures": ["x"]},
+            "disclosures[0]: expected an order served, an object with its name, got 'x'",
+        ),
+        (
+            {**whole, "disclosures": [{"process": "subpoena"}]},
+            "disclosures[0]: expected an order served, an object with its name, got an object without one",
+        ),
+    ]
+    for summary, field in cases:
+        summary_file.write_text(json.dumps(summary), encoding="utf-8")
+        with pytest.raises(RunFolderError) as exc:
+            render_demo_comparison(out, ["bes", "bbm-consumer"])
+        said = str(exc.value)
+        assert said.startswith(f"{summary_file}: {field}; "), said
+        assert said.endswith(f"run it again with: relaysim run pakistan-2015 --out {out} --force"), said
 
 
 def test_demo_says_a_comparison_it_cannot_read_back_as_an_error(

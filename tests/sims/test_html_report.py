@@ -287,6 +287,38 @@ def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no summary.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("file", "change"),
+    [
+        ("disclosures/warrant-ben.json", "{"),  # a file of the run that is no JSON (_load)
+        ("disclosures/warrant-ben.json", '{"provided": [1]}'),  # no disclosure as relaysim writes it
+        ("summary.json", "duration"),  # a field of summary.json of the wrong type
+        ("provider.json", "{"),  # the run's calendar (sims.report.run_calendar)
+    ],
+)
+def test_a_file_of_the_run_report_cannot_read_names_the_command_that_makes_it_again(
+    run: Path, tmp_path: Path, file: str, change: str
+) -> None:
+    """Report's errors about a run's file ended "run the scenario again with --force", naming neither
+    the scenario nor the folder: they give the command that makes the run (sims.report.run_again),
+    as the rest of the report's errors do: its own file (NAME), under the seed it ran with."""
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    assert main(["analyze", str(folder)]) == 0  # (the contact graph's pages: not read off the orders)
+    if change == "duration":
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        summary["duration_s"] = "two hours"
+        change = json.dumps(summary)
+    (folder / file).write_text(change, encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        render_report(folder)
+    assert str(exc.value).startswith(f"{folder / file}"), exc.value
+    assert str(exc.value).endswith(
+        f"; run it again with: relaysim run NAME --seed 7 --out {folder} --force"
+    ), exc.value
+    assert "--force;" not in str(exc.value) and "again with --force" not in str(exc.value)
+
+
 def test_run_report_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tf"
     assert main(["run", "two-friends", "--out", str(out), "--quiet", "--report"]) == 0
