@@ -1570,6 +1570,22 @@ def test_a_store_with_the_relay_s_tables_but_no_schema_version_is_refused_by_eve
     assert (out / "relay.db").read_bytes() == before
 
 
+def _every_reader_refuses(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """What analyze and report (on the run folder ``out``) and disclose (on its relay.db) each say,
+    refusing it: exit status 2 and one line each."""
+    said = []
+    for command in ("analyze", "report", "disclose"):
+        if command == "disclose":
+            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+        else:
+            argv = [command, str(out)]
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, (command, err)
+        said.append(err)
+    return said
+
+
 @pytest.mark.parametrize("content", [b"", "an empty database"])
 def test_an_empty_relay_db_is_refused_in_one_wording_by_every_reader(
     tf_run: Path, tmp_path: Path, content: bytes | str, capsys: pytest.CaptureFixture[str]
@@ -1589,14 +1605,7 @@ def test_an_empty_relay_db_is_refused_in_one_wording_by_every_reader(
             "VACUUM"
         ).connection.close()
     said = set()
-    for command in ("analyze", "report", "disclose"):
-        if command == "disclose":
-            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
-        else:
-            argv = [command, str(out)]
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1, err
+    for err in _every_reader_refuses(out, capsys):
         assert f"{out / 'relay.db'}: " in err, err
         said.add(err.split(f"{out / 'relay.db'}: ", 1)[1])
     assert said == {
@@ -1628,14 +1637,7 @@ def test_a_database_of_a_negative_schema_version_is_refused_in_one_wording_by_ev
     con.commit()
     con.close()
     said = set()
-    for command in ("analyze", "report", "disclose"):
-        if command == "disclose":
-            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
-        else:
-            argv = [command, str(out)]
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1, err
+    for err in _every_reader_refuses(out, capsys):
         said.add(err.split(f"{out / 'relay.db'}: ", 1)[-1])
     from relaysim.relay.store import SCHEMA_VERSION
 
@@ -1672,14 +1674,8 @@ def test_a_store_with_only_some_of_the_relay_s_tables_is_refused_in_one_wording_
         f"table{'s' if len(tables) > 1 else ''}: damaged or changed by hand; give the relay.db a run wrote "
         "(in its --out folder), or run the scenario again (the file is left as it is)\n"
     )
-    for command in ("analyze", "report", "disclose"):
-        if command == "disclose":
-            argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
-        else:
-            argv = [command, str(out)]
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.endswith(expected), (command, err)
+    for err in _every_reader_refuses(out, capsys):
+        assert err.endswith(expected), err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
