@@ -577,6 +577,25 @@ class _AgencyUnread(Simulation):
         super()._agent_event(d, A.Undecryptable(event.envelope_id, event.sealed, reason), box)
 
 
+def _party_rows_match_their_records(
+    env: dict[str, Any], unread: list[dict[str, Any]], agency_device: str
+) -> None:
+    """summary.json's envelope rows of the people and of the agency (``agency_device``'s records theirs)
+    each count what the transcript's unread records say, and sum to what was sent."""
+    for party in ("people", "agency"):
+        row = env[party]
+        records = [e for e in unread if (e["device"] == agency_device) == (party == "agency")]
+        assert sum(e["kind"] == "duplicate_dropped" for e in records) == row["duplicates_dropped"], (
+            party,
+            row,
+        )
+        assert sum("reason" in e for e in records) == row["refused"], (party, row)
+        assert (
+            sum(e["kind"] == "undecryptable" and "reason" not in e for e in records) == row["undecryptable"]
+        )
+        assert sum(row[k] for k in _PARTS) == row["sent"], (party, row)
+
+
 @pytest.mark.parametrize("how", ["failed", "refused", "twice"])
 @pytest.mark.parametrize("name", ["ghost-device", "ghost-participant"])
 def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
@@ -610,18 +629,7 @@ def test_what_a_ghost_could_not_read_is_transcribed_and_counted_as_the_people_s(
         assert mine[0]["reason"] == A.UNTRUSTED_IDENTITY
     fate = {"failed": "undecryptable", "refused": "refused", "twice": "duplicates_dropped"}[how]
     assert env["agency"][fate] == 1, env
-    for party in ("people", "agency"):
-        row = env[party]
-        records = [e for e in unread if (e["device"] == ghost) == (party == "agency")]
-        assert sum(e["kind"] == "duplicate_dropped" for e in records) == row["duplicates_dropped"], (
-            party,
-            row,
-        )
-        assert sum("reason" in e for e in records) == row["refused"], (party, row)
-        assert (
-            sum(e["kind"] == "undecryptable" and "reason" not in e for e in records) == row["undecryptable"]
-        )
-        assert sum(row[k] for k in _PARTS) == row["sent"], (party, row)
+    _party_rows_match_their_records(env, unread, ghost)
     # the ghost read the message once (a second read is no second message read)
     (data,) = [json.loads(f.read_text(encoding="utf-8")) for f in (tmp_path / "exceptional").glob("*.json")]
     assert (mid in data["read"]) == (how == "twice"), data["read"]
@@ -806,18 +814,7 @@ def test_the_agency_s_device_counts_what_it_could_not_read_as_a_person_s_does(
     }.get(how, [])
     assert mine == expected, mine
     assert result.mismatched == (how in ("no_planned_message", "other_text")), result.mismatched
-    for party in ("people", "agency"):
-        row = env[party]
-        records = [e for e in unread if (e["device"] == "omar/2") == (party == "agency")]
-        assert sum(e["kind"] == "duplicate_dropped" for e in records) == row["duplicates_dropped"], (
-            party,
-            row,
-        )
-        assert sum("reason" in e for e in records) == row["refused"], (party, row)
-        assert (
-            sum(e["kind"] == "undecryptable" and "reason" not in e for e in records) == row["undecryptable"]
-        )
-        assert sum(row[k] for k in _PARTS) == row["sent"], (party, row)
+    _party_rows_match_their_records(env, unread, "omar/2")
     ghost = json.loads((tmp_path / "exceptional" / "ghost-device.json").read_text(encoding="utf-8"))
     assert ghost["undecryptable"] == env["agency"]["undecryptable"], (ghost["undecryptable"], env)
     assert sum(ghost["refused"].values()) == env["agency"]["refused"], (ghost["refused"], env)
