@@ -556,14 +556,19 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     character from U+0080 up that is not printable (the C1 controls U+0080 to U+009F, U+00A0, U+00AD, a
     U+2028) is shown by its code point, ``\\u0085``, never as its repr would, ``\\x85``, the escape of
     the byte 0x85; ``\\x`` below 80 is a character (``\\x1b``, ``\\x7f``), as no byte below 0x80 is
-    ever not UTF-8 (docs/protocol.md, "Errors")."""
-    if not text.isprintable():
+    ever not UTF-8 (docs/protocol.md, "Errors"). A backslash the text holds is shown escaped, ``\\\\``, so
+    that every backslash of a log line begins an escape this function wrote: a peer's backslash then
+    "x85" is ``\\\\x85``, never what looks like the escape of a byte it did not send (and an error's quote
+    of a str not UTF-8, ``b'\\xff'``, is logged ``b'\\\\xff'``: the quote's text, escaped)."""
+    if not text.isprintable() or "\\" in text:
         text = "".join(_log_escaped(c) for c in text)
     return text if len(text) <= most else f"{_whole_head(text, most)}… ({len(text):,} characters)"
 
 
 def _log_escaped(c: str) -> str:
     """One character of a text as :func:`for_log` shows it."""
+    if c == "\\":  # (the peer's own backslash: ``\\x85`` sent as text is not the escape of a byte)
+        return "\\\\"
     if c.isprintable():
         return c
     if "\udc80" <= c <= "\udcff":  # (a byte that is not UTF-8, read with surrogateescape)

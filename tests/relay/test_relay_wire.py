@@ -556,6 +556,22 @@ def test_for_log_tells_a_byte_not_utf8_from_a_control_character() -> None:
     assert len(shown) == 256  # (each of 128 characters and 128 bytes its own)
 
 
+def test_for_log_escapes_a_peer_s_own_backslash() -> None:
+    """for_log left a backslash as it was: a peer's text "\\x85" (a backslash, then "x85") was logged
+    \\x85, the escape for_log writes for the byte 0x85, which the peer never sent. A backslash is shown
+    escaped now, so each backslash of a log line begins an escape for_log wrote."""
+    sent = "\\x85"
+    assert len(sent) == 4 and sent[0] == "\\"
+    assert wire.for_log(sent) == "\\\\x85"
+    assert wire.for_log("\x85") == "\\u0085"
+    byte = b"\x85".decode("utf-8", "surrogateescape")
+    assert len({wire.for_log(sent), wire.for_log("\x85"), wire.for_log(byte)}) == 3
+    assert wire.for_log("a\\nb\n") == "a\\\\nb\\n"  # (a backslash then "n", and a newline: two things)
+    assert wire.for_log("C:\\x") == "C:\\\\x"  # (printable but for the backslash: escaped all the same)
+    long = wire.for_log("\\" * 600)  # (cut between escapes: an escaped backslash is one)
+    assert long == "\\\\" * (wire.MAX_LOGGED // 2) + "… (1,200 characters)"
+
+
 def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])
