@@ -619,21 +619,42 @@ def _key_name(key: object) -> str:
     return quoted(_as_sent(key))
 
 
+# What a value is, in the protocol's words (msgpack's types): by its class, then (a value this side
+# builds may be of another class: an IntEnum, a bytearray, a set) by the class it derives from.
+_TYPE_NAMES: Final[dict[type, str]] = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    bytes: "bin",
+    bytearray: "bin",
+    memoryview: "bin",
+    list: "array",
+    tuple: "array",
+    dict: "map",
+    msgpack.ExtType: "ext",
+    msgpack.Timestamp: "timestamp (ext -1)",
+}
+
+
 def _type_name(value: object) -> str:
+    """What ``value`` is, as an error says what it got: its msgpack type (``nil``, ``int``, ``bin``,
+    ``array``, ``map``, ``timestamp (ext -1)``...), never this side's class names; a value msgpack has no
+    type for (only in a frame this side builds: a peer's frame holds msgpack's types alone) is "a value
+    of no msgpack type"."""
     if value is None:
         return "nil"
-    return {
-        bool: "bool",
-        int: "int",
-        str: "str",
-        bytes: "bin",
-        list: "array",
-        tuple: "array",
-        dict: "map",
-        msgpack.ExtType: "ext",
-        _ReservedExt: "ext",
-        msgpack.Timestamp: "timestamp (ext -1)",
-    }.get(type(value), type(value).__name__)
+    name = _TYPE_NAMES.get(type(value))
+    if name is not None:
+        return name
+    if type(value) is _Pairs:  # (a map read as its pairs)
+        return "map"
+    if isinstance(value, _ReservedExt):
+        return "ext"
+    for cls, name in _TYPE_NAMES.items():
+        if isinstance(value, cls):
+            return name
+    return "a value of no msgpack type"
 
 
 class _Spec:

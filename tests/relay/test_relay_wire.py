@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import os
 import re
@@ -839,6 +840,32 @@ def test_building_a_bad_frame_is_a_local_error() -> None:
     assert str(info.value) == "signed_prekey must be the map {id, public, signature}, got str"
     with pytest.raises(wire.LocalProtocolError):
         wire.AuthChallenge(id=1, account="a\nb", device=1)  # control characters
+
+
+class _Device(enum.IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    ("wrong", "got"),
+    [
+        (bytearray(b"x"), "bin"),
+        (memoryview(b"x"), "bin"),
+        (_Device.ONE, "int"),
+        (1.5, "float"),
+        ({1, 2}, "a value of no msgpack type"),
+        (object(), "a value of no msgpack type"),
+        (msgpack.Timestamp(1, 0), "timestamp (ext -1)"),
+    ],
+    ids=["bytearray", "memoryview", "int-enum", "float", "set", "object", "timestamp"],
+)
+def test_building_a_frame_names_any_value_in_the_protocol_s_words(wrong: object, got: str) -> None:
+    """_Struct.check's "got X" named a value of a class its table does not list by Python's class name
+    ("got bytearray", "got set", "got _Device"): this side's words, where every other is the protocol's."""
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), wrong))  # type: ignore[arg-type]
+    assert (info.value.code, info.value.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[1]")
+    assert str(info.value) == f"envelopes[1] must be the map {{device, body, registration_id?}}, got {got}"
 
 
 def test_lists_become_tuples_so_frames_stay_hashable_values() -> None:
