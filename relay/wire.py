@@ -556,14 +556,19 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     character from U+0080 up that is not printable (the C1 controls U+0080 to U+009F, U+00A0, U+00AD, a
     U+2028) is shown by its code point, ``\\u0085``, never as its repr would, ``\\x85``, the escape of
     the byte 0x85; ``\\x`` below 80 is a character (``\\x1b``, ``\\x7f``), as no byte below 0x80 is
-    ever not UTF-8 (docs/protocol.md, "Errors")."""
-    if not text.isprintable():
+    ever not UTF-8 (docs/protocol.md, "Errors"). A backslash the text holds is shown escaped, ``\\\\``, so
+    that every backslash of a log line begins an escape this function wrote: a peer's backslash then
+    "x85" is ``\\\\x85``, never what looks like the escape of a byte it did not send (and an error's quote
+    of a str not UTF-8, ``b'\\xff'``, is logged ``b'\\\\xff'``: the quote's text, escaped)."""
+    if not text.isprintable() or "\\" in text:
         text = "".join(_log_escaped(c) for c in text)
     return text if len(text) <= most else f"{_whole_head(text, most)}… ({len(text):,} characters)"
 
 
 def _log_escaped(c: str) -> str:
     """One character of a text as :func:`for_log` shows it."""
+    if c == "\\":  # (the peer's own backslash: ``\\x85`` sent as text is not the escape of a byte)
+        return "\\\\"
     if c.isprintable():
         return c
     if "\udc80" <= c <= "\udcff":  # (a byte that is not UTF-8, read with surrogateescape)
@@ -614,21 +619,42 @@ def _key_name(key: object) -> str:
     return quoted(_as_sent(key))
 
 
+# What a value is, in the protocol's words (msgpack's types): by its class, then (a value this side
+# builds may be of another class: an IntEnum, a bytearray, a set) by the class it derives from.
+_TYPE_NAMES: Final[dict[type, str]] = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    bytes: "bin",
+    bytearray: "bin",
+    memoryview: "bin",
+    list: "array",
+    tuple: "array",
+    dict: "map",
+    msgpack.ExtType: "ext",
+    msgpack.Timestamp: "timestamp (ext -1)",
+}
+
+
 def _type_name(value: object) -> str:
+    """What ``value`` is, as an error says what it got: its msgpack type (``nil``, ``int``, ``bin``,
+    ``array``, ``map``, ``timestamp (ext -1)``...), never this side's class names; a value msgpack has no
+    type for (only in a frame this side builds: a peer's frame holds msgpack's types alone) is "a value
+    of no msgpack type"."""
     if value is None:
         return "nil"
-    return {
-        bool: "bool",
-        int: "int",
-        str: "str",
-        bytes: "bin",
-        list: "array",
-        tuple: "array",
-        dict: "map",
-        msgpack.ExtType: "ext",
-        _ReservedExt: "ext",
-        msgpack.Timestamp: "timestamp (ext -1)",
-    }.get(type(value), type(value).__name__)
+    name = _TYPE_NAMES.get(type(value))
+    if name is not None:
+        return name
+    if type(value) is _Pairs:  # (a map read as its pairs)
+        return "map"
+    if isinstance(value, _ReservedExt):
+        return "ext"
+    for cls, name in _TYPE_NAMES.items():
+        if isinstance(value, cls):
+            return name
+    return "a value of no msgpack type"
 
 
 class _Spec:
@@ -1991,25 +2017,39 @@ CLOSED: Final = _Event.CLOSED
 
 def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
     message = e.message
-    if kind is not None and f"{quoted(kind)} frame" not in message:
+    if kind is not None and f"{quoted(kind)} frame" not in message and _in_a_frame(kind) not in message:
         # Every refusal of a field of a frame whose kind is a str names the kind (with the field's path and
         # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
-        message = _in_frame(message, f" (in a {quoted(kind)} frame)")
+        message = _in_frame(message, _in_a_frame(kind))
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
 
 
-# How :func:`quoted` and :func:`cut` end what they cut short: "…" and its length in parentheses.
-_CUT_LENGTH: Final = re.compile(r"… \(([0-9][0-9,]* (?:characters|bytes))\)\Z")
+# How :func:`quoted` and :func:`cut` end what they cut short: "…" and its length in parentheses; and how
+# :func:`_type_name` names a timestamp, "timestamp (ext -1)": what a message may end with in parentheses.
+_CUT_LENGTH: Final = re.compile(r"(?<=…) \(([0-9][0-9,]* (?:characters|bytes))\)\Z")
+_CLOSING_ASIDE: Final = re.compile(f"{_CUT_LENGTH.pattern}|(?<=timestamp) \\((ext -1)\\)\\Z")
+
+
+def _in_a_frame(kind: str) -> str:
+    """`` (in a 'send' frame)``: how a refusal names the kind of the frame it refuses (``kind``, a str the
+    peer sent, :func:`quoted`). A kind too long to quote whole is quoted cut short and its length said
+    after, ``(in a 'kkk…'… frame, its kind 300 characters long)``, never in parentheses inside these."""
+    shown = quoted(kind)
+    cut_short = _CUT_LENGTH.search(shown)
+    if cut_short is None:
+        return f" (in a {shown} frame)"
+    return f" (in a {shown[: cut_short.start()]} frame, its kind {cut_short[1]} long)"
 
 
 def _in_frame(message: str, in_kind: str) -> str:
     """``message`` with ``in_kind`` (`` (in a 'send' frame)``, or nothing) after it; when the message
-    ends with a quote cut short and its length, ``b'kkk…'… (5,000 bytes)``, the two said in one clause,
-    ``b'kkk…'…, 5,000 bytes, in a 'send' frame``, never two parentheses in a row."""
-    cut_short = _CUT_LENGTH.search(message) if in_kind else None
-    if cut_short is None:
+    ends with an aside in parentheses, a quote cut short and its length, ``b'kkk…'… (5,000 bytes)``, or a
+    timestamp's type, ``got timestamp (ext -1)``, the two said in one clause, ``b'kkk…'…, 5,000 bytes, in
+    a 'send' frame``, ``got timestamp, ext -1, in a 'send' frame``, never two parentheses in a row."""
+    aside = _CLOSING_ASIDE.search(message) if in_kind else None
+    if aside is None:
         return f"{message}{in_kind}"
-    return f"{message[: cut_short.start()]}…, {cut_short[1]}, {in_kind.strip()[1:-1]}"
+    return f"{message[: aside.start()]}, {aside[1] or aside[2]}, {in_kind.strip()[1:-1]}"
 
 
 def _where(cls: type[Message]) -> str:
@@ -2372,8 +2412,9 @@ def _refuse_bad_utf8(body: bytes | bytearray, whole: str = "the frame") -> None:
     if not found.whole:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
-            f"{where} holds a msgpack str that is not valid UTF-8 (somewhere inside it: it was not searched "
-            f"further)",
+            # (no parenthesis of its own: the frame's kind follows, "(in a 'send' frame)")
+            f"{where} holds a msgpack str that is not valid UTF-8 somewhere inside it, which was not searched "
+            f"further",
             field=where,
             request_id=found.request_id,
         )
@@ -2414,8 +2455,8 @@ def _refuse_unhashable_key(body: bytes | bytearray, whole: str = "the frame") ->
     if not found.whole:
         raise RemoteProtocolError(
             ErrorCode.WRONG_TYPE,
-            f"a map in {where} has a key that is a map or an array (somewhere inside it: it was not searched "
-            f"further); the keys of a map must be strings",
+            f"a map somewhere inside {where}, which was not searched further, has a key that is a map or an "
+            f"array; the keys of a map must be strings",
             field=where,
             request_id=found.request_id,
         )
@@ -2752,7 +2793,7 @@ def _in_kind(root: Any) -> str:
     kinds = [v for k, v in root if type(k) is str and k == "kind"]
     if len(kinds) != 1 or type(kinds[0]) is not str or not _is_utf8(kinds[0]):
         return ""
-    return f" (in a {quoted(kinds[0])} frame)"
+    return _in_a_frame(kinds[0])
 
 
 def _is_utf8(text: str) -> bool:

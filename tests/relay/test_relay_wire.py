@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import os
 import re
@@ -556,6 +557,22 @@ def test_for_log_tells_a_byte_not_utf8_from_a_control_character() -> None:
     assert len(shown) == 256  # (each of 128 characters and 128 bytes its own)
 
 
+def test_for_log_escapes_a_peer_s_own_backslash() -> None:
+    """for_log left a backslash as it was: a peer's text "\\x85" (a backslash, then "x85") was logged
+    \\x85, the escape for_log writes for the byte 0x85, which the peer never sent. A backslash is shown
+    escaped now, so each backslash of a log line begins an escape for_log wrote."""
+    sent = "\\x85"
+    assert len(sent) == 4 and sent[0] == "\\"
+    assert wire.for_log(sent) == "\\\\x85"
+    assert wire.for_log("\x85") == "\\u0085"
+    byte = b"\x85".decode("utf-8", "surrogateescape")
+    assert len({wire.for_log(sent), wire.for_log("\x85"), wire.for_log(byte)}) == 3
+    assert wire.for_log("a\\nb\n") == "a\\\\nb\\n"  # (a backslash then "n", and a newline: two things)
+    assert wire.for_log("C:\\x") == "C:\\\\x"  # (printable but for the backslash: escaped all the same)
+    long = wire.for_log("\\" * 600)  # (cut between escapes: an escaped backslash is one)
+    assert long == "\\\\" * (wire.MAX_LOGGED // 2) + "… (1,200 characters)"
+
+
 def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])
@@ -825,6 +842,32 @@ def test_building_a_bad_frame_is_a_local_error() -> None:
         wire.AuthChallenge(id=1, account="a\nb", device=1)  # control characters
 
 
+class _Device(enum.IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    ("wrong", "got"),
+    [
+        (bytearray(b"x"), "bin"),
+        (memoryview(b"x"), "bin"),
+        (_Device.ONE, "int"),
+        (1.5, "float"),
+        ({1, 2}, "a value of no msgpack type"),
+        (object(), "a value of no msgpack type"),
+        (msgpack.Timestamp(1, 0), "timestamp (ext -1)"),
+    ],
+    ids=["bytearray", "memoryview", "int-enum", "float", "set", "object", "timestamp"],
+)
+def test_building_a_frame_names_any_value_in_the_protocol_s_words(wrong: object, got: str) -> None:
+    """_Struct.check's "got X" named a value of a class its table does not list by Python's class name
+    ("got bytearray", "got set", "got _Device"): this side's words, where every other is the protocol's."""
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), wrong))  # type: ignore[arg-type]
+    assert (info.value.code, info.value.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[1]")
+    assert str(info.value) == f"envelopes[1] must be the map {{device, body, registration_id?}}, got {got}"
+
+
 def test_lists_become_tuples_so_frames_stay_hashable_values() -> None:
     frame = wire.Ack(id=1, envelope_ids=[b"E" * 16])  # type: ignore[arg-type]
     assert frame.envelope_ids == (b"E" * 16,)
@@ -962,7 +1005,46 @@ def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
         "limit must be an unsigned integer, got ext (in a 'receive' frame)",
     )
     e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
-    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1) (in a 'receive' frame)"
+    assert e.message == "limit must be an unsigned integer, got timestamp, ext -1, in a 'receive' frame"
+
+
+@pytest.mark.parametrize("field", ["v", "id", "limit"])
+def test_a_timestamp_in_a_uint_field_is_refused_in_one_clause_naming_the_kind(field: str) -> None:
+    """A timestamp (ext -1) where a uint belongs ended its refusal "got timestamp (ext -1) (in a 'receive'
+    frame)": two parentheses in a row. Its type and the frame's kind are one clause now, the kind named as
+    every refusal names it ("in a 'receive' frame")."""
+    body = {"v": 1, "id": 5, "kind": "receive", "limit": 3, field: msgpack.Timestamp(1, 2)}
+    e = _decoding_error(_frame(body))
+    assert (e.code, e.field) == (wire.ErrorCode.WRONG_TYPE, field)
+    assert e.message == f"{field} must be an unsigned integer, got timestamp, ext -1, in a 'receive' frame"
+    assert ") (" not in e.message
+
+
+@pytest.mark.parametrize(
+    ("missing", "kind"), [("v", "k" * 300), ("id", "k" * 300), ("v", "k\n" * 300)], ids=["v", "id", "escaped"]
+)
+def test_a_frame_missing_v_or_id_of_a_long_unknown_kind_names_it_without_nesting(
+    missing: str, kind: str
+) -> None:
+    """A frame missing v or id whose kind is unknown and too long to quote whole nested its length's
+    parentheses in the kind's: "(in a 'kkk…'… (300 characters) frame)". The length is said after the
+    kind's quote now, inside the one parenthesis."""
+    body = {k: v for k, v in {"v": 1, "id": 5, "kind": kind}.items() if k != missing}
+    e = _decoding_error(_frame(body))
+    assert (e.code, e.field) == (wire.ErrorCode.MISSING_FIELD, missing)
+    head = wire.quoted(kind).partition("… (")[0]
+    assert e.message == f"{missing} is missing (in a {head}… frame, its kind {len(kind):,} characters long)"
+    assert e.message.count("(") == e.message.count(")") == 1, e.message
+
+
+def test_a_body_not_one_value_of_a_long_kind_names_it_without_nesting() -> None:
+    """The same for a body msgpack would not read (its kind read pair by pair: _in_kind)."""
+    e = _decoding_error(_frame(msgpack.packb({"v": 1, "id": 5, "kind": "k" * 300}) + b"\x00", raw=True))
+    assert e.code == wire.ErrorCode.MALFORMED_MSGPACK
+    assert e.message.endswith(
+        f" (in a {wire.quoted('k' * 300).partition('… (')[0]}… frame, its kind 300 characters long)"
+    )
+    assert e.message.count("(") == e.message.count(")") == 1, e.message
 
 
 def _ping_with(*pairs: tuple[object, bytes], packed_id: bytes = msgpack.packb(5)) -> bytes:
@@ -1238,8 +1320,42 @@ def test_a_fault_deep_inside_the_first_value_of_each_level_is_said_to_be_somewhe
     assert isinstance(result, wire.RemoteProtocolError)
     assert (result.code, result.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, 5), result
     assert result.field is not None and result.field.startswith("x[0][0]"), result.field
-    assert result.message.startswith(f"{result.field} holds a msgpack str that is not valid UTF-8 (somewhere")
+    assert result.message.startswith(f"{result.field} holds a msgpack str that is not valid UTF-8 somewhere")
     assert lines < 5_000, lines
+
+
+@pytest.mark.parametrize(
+    ("bottom", "code", "said"),
+    [
+        (
+            b"\xa2\xff\xfe",
+            wire.ErrorCode.MALFORMED_MSGPACK,
+            "{field} holds a msgpack str that is not valid UTF-8 somewhere inside it, which was not searched "
+            "further (in a 'send' frame)",
+        ),
+        (
+            b"\x81\x81\x01\x02\x03",
+            wire.ErrorCode.WRONG_TYPE,
+            "a map somewhere inside {field}, which was not searched further, has a key that is a map or an "
+            "array; the keys of a map must be strings (in a 'send' frame)",
+        ),
+    ],
+    ids=["str-not-utf8", "key-map"],
+)
+def test_a_fault_not_searched_further_is_said_in_one_clause_naming_the_kind(
+    bottom: bytes, code: wire.ErrorCode, said: str
+) -> None:
+    """A str not UTF-8, or a key that is a map, past what is searched was said "(somewhere inside it: it
+    was not searched further)", then the kind: "... (somewhere inside it: ...) (in a 'send' frame)", two
+    parentheses in a row, or two asides. Said in the sentence now, the kind's the one parenthesis."""
+    n = 20_000
+    deep = b"\xdd" + (n + 1).to_bytes(4, "big") + b"\x81\xa0\xc0" * n + bottom
+    chain = b"\x92" * 1000 + deep + b"\x00" * 1000
+    e = _decoding_error(_frame(_map(("v", P(1)), ("id", P(5)), ("kind", P("send")), ("x", chain)), raw=True))
+    assert (e.code, e.request_id) == (code, 5), e
+    assert e.field is not None and e.field.startswith("x[0][0]"), e.field
+    assert e.message == said.format(field=e.field)
+    assert e.message.count("(") == e.message.count(")") == 1, e.message
 
 
 def test_a_str_not_utf8_inside_a_key_that_is_an_array_is_named_by_that_key() -> None:
@@ -1455,7 +1571,7 @@ def test_an_ext_of_a_type_msgpack_reserves_is_a_value_refused_as_any_ext(code: i
     [
         (1.0, "got float"),
         (msgpack.ExtType(5, b"a"), "got ext"),
-        (msgpack.Timestamp(1, 0), "got timestamp (ext -1)"),
+        (msgpack.Timestamp(1, 0), "got timestamp, ext -1, in a 'ping' frame"),  # (one clause with the kind)
     ],
 )
 def test_no_field_takes_a_float_an_ext_or_a_timestamp(value: object, got: str) -> None:
