@@ -7,6 +7,7 @@ simulation only as a ``World``: what it may read (``device_ready``, ``read_alrea
 the few public methods through which it may change something (``emit``, ``mandate_escrow``,
 ``mandate_content_key``, ``add_device``, ``start_device``, ``flush_device``, ``relay_outputs``: what the
 relay made of a request the intervention carried to it itself, counted with the run's records,
+``intervention_connection``: an id of its own for a connection it opens itself,
 ``forge_envelope``, and the relay core's ``provision_device``). The dependency points one way: nothing
 here imports the runner.
 """
@@ -112,6 +113,8 @@ class World(Protocol):
     # registration, the key-transparency witness's connection and requests): its records counted as
     # those of any request (the run's relay_records, relay_view)
     def relay_outputs(self, outputs: Sequence[Output], /) -> None: ...
+    # an id for a connection an intervention opens itself (the witness's): each asked for gets its own
+    def intervention_connection(self) -> int: ...
     def forge_envelope(
         self, to: tuple[str, int], body: bytes, *, sealed: bool, source: tuple[str, int] | None = None
     ) -> bytes: ...

@@ -83,6 +83,9 @@ SIM_STORE_CACHE_ENTRIES: Final = 1 << 18  # relay.store.Store(cache_entries=...)
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
+# the first id of the connections interventions open themselves (Simulation.intervention_connection), far
+# above the phones' (counted from 1)
+OWN_CONNECTIONS: Final = 2**31 + 1
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
@@ -529,6 +532,7 @@ class Simulation:
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
         self._next_conn = 1
+        self._next_own_conn = OWN_CONNECTIONS  # interventions' own connections: intervention_connection
         self.defences = scenario.defences
         self._mailboxes = self.defences.mailboxes == "ephemeral"  # (fixed for the run: _app_send asks first)
         self.control: dict[str, int] = {
@@ -898,6 +902,13 @@ class Simulation:
         other (SimulationResult.relay_records, ``relay_view``); a reply on a connection no device's link
         holds goes nowhere (the intervention reads it itself)."""
         self._relay_outputs(list(outputs))
+
+    def intervention_connection(self) -> int:
+        """An id for a connection an intervention opens to the relay itself (a key-transparency witness's,
+        sims.access.key_transparency): ``OWN_CONNECTIONS``, then the next, in the order they are asked for
+        (the run's, so deterministic), apart from the phones' (from 1): no two share one."""
+        conn, self._next_own_conn = self._next_own_conn, self._next_own_conn + 1
+        return conn
 
     def flush_device(self, name: str) -> None:
         """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
