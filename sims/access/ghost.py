@@ -252,6 +252,8 @@ class GhostDevice(Intervention):
         return False
 
     def finish(self) -> list[ExceptionalReport]:
+        if self.watch is not None:
+            self.watch.close()  # the run ends: the witness disconnects
         if self.device is None or self.target is None or self.added_at is None:
             return []
         world = self.world

@@ -3,7 +3,8 @@ for a More Informed Exceptional Access Debate", Lawfare, 2018-11-29): the provid
 law-enforcement participant to a group chat, and suppresses the notice.
 
 ``exceptional_access`` / ``ghost_participant`` names a ``[[groups]]`` entry. The agency registers an
-account like anyone (its phone runs from the agency's address); then the provider, compelled,
+account like anyone (its phone runs from the agency's address, and registers and logs in on one
+connection, as a phone does: clients.net); once the relay has registered it, the provider, compelled,
 adds that account to the group's member list:
 
 - where the relay holds the member list (server-side fan-out, WhatsApp): straight into its store
@@ -26,8 +27,6 @@ from typing import Any
 
 from relaysim.clients import agent as A
 from relaysim.clients.session import Device
-from relaysim.relay import wire
-from relaysim.relay.core import ConnectionContext, Reply
 from relaysim.relay.mdtext import md_text
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
 from relaysim.sims.access.reports import ExceptionalReport, unread_lines
@@ -38,7 +37,6 @@ from relaysim.sims.world.util import clock, seeded
 __all__ = ["GhostParticipant"]
 
 RETRY = 30.0  # seconds: the provider waits this long for the group (and the agency's account) to exist
-_AGENCY_CONNECTION = 2**62  # the connection id the agency's phone registers its account on
 
 
 class GhostParticipant(Intervention):
@@ -114,6 +112,8 @@ class GhostParticipant(Intervention):
             return
         if self.device is None:
             self.device = self._agency_phone(self.account)
+        if not world.store.account_exists(self.account):
+            return  # its registration is on its way: added when the relay has answered it (on_agent_event)
         epoch = world.relay.provision_group_member(gid, self.account)
         self.added_at = world.sched.now
         world.emit(
@@ -132,7 +132,10 @@ class GhostParticipant(Intervention):
         )
 
     def _agency_phone(self, account: str) -> DeviceView:
-        """The agency's phone: an account registered like anyone's, run from the agency's address."""
+        """The agency's phone: an account registered like anyone's, run from the agency's address. It
+        connects, registers on that connection and logs in on the same one (``World.add_device`` with
+        ``registered=False``), as a phone does (clients.net's ``register`` then ``login``; the simulated
+        phones, sims.world.simulation): the relay records one connection, as it does a phone's."""
         world = self.world
         rng = seeded(world.scenario.seed, "exceptional", "ghost-participant", account)
         agent = A.DeviceAgent(
@@ -145,18 +148,9 @@ class GhostParticipant(Intervention):
             padding=world.padding,
             group_fanout="server",
         )
-        agent.register()
-        (frame,) = agent.take_outbox()
-        assert isinstance(frame, wire.Register)
-        conn = ConnectionContext(_AGENCY_CONNECTION, (AGENCY_ADDRESS, 443))
-        outputs = world.relay.connect(conn)
-        handled = world.relay.handle(conn, frame)
-        (answer,) = [o.frame for o in handled if isinstance(o, Reply)]
-        outputs += handled
-        outputs += world.relay.disconnect(conn)
-        world.relay_outputs(outputs)  # its connection's and registration's records, as any phone's
-        agent.handle(answer)
-        d = world.add_device(DeviceSpec(account, 1, world.relay_region, AGENCY_ADDRESS), agent)
+        d = world.add_device(
+            DeviceSpec(account, 1, world.relay_region, AGENCY_ADDRESS), agent, registered=False
+        )
         world.start_device(d.name)
         return d
 
@@ -172,6 +166,9 @@ class GhostParticipant(Intervention):
         phone's, as it does the ghost device's (sims.access.ghost)."""
         world = self.world
         agency = self.device is not None and device.name == self.device.name
+        if agency and isinstance(event, A.Registered) and self.added_at is None:
+            self._add()  # the relay has the agency's account now: the provider adds it to the group
+            return False  # the world has the phone log in, on the connection it registered on
         if isinstance(event, A.GroupMembershipChanged) and self.account in event.added and not agency:
             self.seen.append({"t": world.sched.now, "device": device.name, "shown_to_user": event.shown})
             return False  # the world writes it to the transcript

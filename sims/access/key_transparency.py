@@ -21,8 +21,9 @@ Everything the checks use crosses the wire: the phones fetch heads, entries and 
 with ``relay.wire``'s key-log requests over their own connections (``DeviceAgent.audit_key_log``,
 ``compare_key_log_head``); heads go to the witness and back as ``clients.transparency.encode_head``
 bytes; the witness asks the relay for consistency proofs over a connection of its own (carried
-without delay, and it never logs in; the relay's records of it are counted with the run's,
-``World.relay_outputs``). Only the timing is the simulation's: a phone audits at the
+without delay, and it never logs in; each watch's witness has its own, ``World.intervention_connection``,
+closed when the run ends, ``KeyTransparencyWatch.close``; the relay's records of it are counted with the
+run's, ``World.relay_outputs``). Only the timing is the simulation's: a phone audits at the
 first multiple of ``AUDIT_INTERVAL`` after the ghost is added (later if it is offline then), and its
 contacts' heads reach the witness when they fetch the ghost's keys.
 """
@@ -44,7 +45,6 @@ __all__ = ["AUDIT_INTERVAL", "KeyTransparencyWatch", "detection_by_setting", "sw
 
 AUDIT_INTERVAL = 3600.0  # seconds between a phone's audits of its own account (a simulation choice)
 OFFLINE_RETRY = 60.0  # a phone that is offline when its audit is due tries again this much later
-WITNESS_CONNECTION = 2**31 + 1  # the witness's connection id (the simulation's own start at 1)
 
 
 @dataclass
@@ -69,12 +69,22 @@ class KeyTransparencyWatch:
         self._ghost_leaf = wire.kt_leaf(self.target, self.ghost_device, self.ghost_key)
         if self.fork:  # the compelled provider shows the target's account a log without the ghost
             relay.split_key_log(self.target, [self._ghost_leaf])
-        self._conn = ConnectionContext(WITNESS_CONNECTION, ("203.0.113.77", 443))  # the witness's own
+        # the witness's own connection, with an id no other watch in the run has (World.intervention_connection)
+        self._conn = ConnectionContext(self.world.intervention_connection(), ("203.0.113.77", 443))
         # what the relay records of the witness's connection and requests is counted with the run's
         # (SimulationResult.relay_records, relay-view.jsonl), as any phone's
         self.world.relay_outputs(relay.connect(self._conn))
         self._requests = 0
+        self._closed = False
         self._open: dict[str, dict[str, Any]] = {}  # device → its audit row, while it is in progress
+
+    def close(self) -> None:
+        """The watch is over (the run ends): the witness disconnects, and the relay records it as it does
+        any connection closed (its records counted with the run's, ``World.relay_outputs``). Once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.world.relay_outputs(self.relay.disconnect(self._conn))
 
     @property
     def relay(self) -> RelayCore:

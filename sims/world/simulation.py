@@ -83,6 +83,9 @@ SIM_STORE_CACHE_ENTRIES: Final = 1 << 18  # relay.store.Store(cache_entries=...)
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
+# the first id of the connections interventions open themselves (Simulation.intervention_connection), far
+# above the phones' (counted from 1)
+OWN_CONNECTIONS: Final = 2**31 + 1
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
@@ -529,6 +532,7 @@ class Simulation:
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
         self._next_conn = 1
+        self._next_own_conn = OWN_CONNECTIONS  # interventions' own connections: intervention_connection
         self.defences = scenario.defences
         self._mailboxes = self.defences.mailboxes == "ephemeral"  # (fixed for the run: _app_send asks first)
         self.control: dict[str, int] = {
@@ -851,9 +855,12 @@ class Simulation:
         self.desk.hold_content_key(key)
         return len(self._every_device())
 
-    def add_device(self, spec: DeviceSpec, agent: A.DeviceAgent) -> SimDevice:
+    def add_device(self, spec: DeviceSpec, agent: A.DeviceAgent, *, registered: bool = True) -> SimDevice:
         """Add a device the relay has already registered (a ghost device), under the mandates in force;
-        ``start_device`` brings it online."""
+        ``start_device`` brings it online. ``registered=False``: a new account's phone (the agency's,
+        sims.access.ghost_participant) that ``start_device`` connects, registers on that connection and,
+        once the relay answers, logs in on the same one, as every phone does (its ``Registered`` reported
+        like any phone's, to the interventions first)."""
         if spec.name in self.devices or spec.name in self.added_devices:
             raise ValueError(f"device {spec.name} is already in the simulation")
         if self._escrow_mandate is not None:
@@ -861,7 +868,7 @@ class Simulation:
         if self._content_key_mandate is not None:
             agent.use_content_key(self._content_key_mandate)
         d = SimDevice(spec, agent, port=39000 + len(self.added_devices))
-        d.registered = True
+        d.registered = registered
         self.added_devices[spec.name] = d
         return d
 
@@ -883,7 +890,8 @@ class Simulation:
         return envelope_id
 
     def start_device(self, name: str) -> None:
-        """Bring a device added during the run online; it must already be registered."""
+        """Bring a device added during the run online: it logs in, or, not registered yet (the first of a
+        new account), registers and then logs in, on one connection."""
         self._come_online(self.added_devices[name], False)
 
     def device_ready(self, name: str) -> bool:
@@ -893,11 +901,18 @@ class Simulation:
 
     def relay_outputs(self, outputs: Sequence[Reply | Push | MetadataRecord], /) -> None:
         """What the relay made of a request an intervention carried to it on a connection of its own (the
-        agency's phone's registration, sims.access.ghost_participant; the key-transparency witness's
-        connection and consistency requests, sims.access.key_transparency): its records counted with every
+        key-transparency witness's connection and consistency requests, sims.access.key_transparency):
+        its records counted with every
         other (SimulationResult.relay_records, ``relay_view``); a reply on a connection no device's link
         holds goes nowhere (the intervention reads it itself)."""
         self._relay_outputs(list(outputs))
+
+    def intervention_connection(self) -> int:
+        """An id for a connection an intervention opens to the relay itself (a key-transparency witness's,
+        sims.access.key_transparency): ``OWN_CONNECTIONS``, then the next, in the order they are asked for
+        (the run's, so deterministic), apart from the phones' (from 1): no two share one."""
+        conn, self._next_own_conn = self._next_own_conn, self._next_own_conn + 1
+        return conn
 
     def flush_device(self, name: str) -> None:
         """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""

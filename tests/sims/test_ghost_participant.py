@@ -17,6 +17,7 @@ from relaysim.clients import agent as A
 from relaysim.clients.identity import IdentityChanged
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.profiles import get_profile, profile_as_of
+from relaysim.sims.access.base import AGENCY_ADDRESS
 from relaysim.sims.cli import main
 from relaysim.sims.scenario import (
     ExceptionalAccess,
@@ -46,7 +47,8 @@ def test_the_ghost_reads_every_group_message_after_it_was_added_and_the_members_
     tmp_path: Path,
 ) -> None:
     data, result = _run(tmp_path)
-    assert data["added_at"] == 7200.0 and data["why_not_added"] is None
+    # demanded at 02:00: the agency's account is added once the relay has registered it (a round trip)
+    assert 7200.0 < data["added_at"] < 7201.0 and data["why_not_added"] is None
     assert data["read"] == data["expected_after_added"] == [3, 4, 5]
     assert data["matches_ground_truth"]
     assert data["noticed_by"] == ["lena/1", "omar/1", "sam/1"]
@@ -188,6 +190,33 @@ def test_the_agency_s_phone_s_records_at_the_relay_are_those_of_any_phone_under_
     }
     assert result.relay_records["registration"] == 4, result.relay_records
     assert result.relay_records["sender_certificate"] == sum(k["authentication"] for k in kinds.values())
+
+
+def test_the_agency_s_phone_registers_and_logs_in_on_one_connection_as_a_phone_does() -> None:
+    """A phone registers and then logs in on the connection it opened (clients.net's register then login;
+    sims.live; the simulated phones). The agency's phone registered on a connection the intervention
+    opened and closed, and logged in on another: two connection records where a phone has one. Now its
+    registration, its login and its reads are on one connection, as each person's phone's are."""
+    sc = resolve_scenario("ghost-participant")
+    records: list[MetadataRecord] = []
+    sim = Simulation(sc, relay_view=records.append)
+    sim.run()
+    (phone,) = sim.interventions.agency_devices()
+    account = phone.split("/")[0]
+    agency = [r for r in records if r.host == AGENCY_ADDRESS]
+    assert [r.kind for r in agency if r.kind is RecordKind.CONNECTION] == [RecordKind.CONNECTION]
+    assert {r.connection for r in agency} == {agency[0].connection}
+    (registered,) = [r for r in records if r.kind is RecordKind.REGISTRATION and r.account == account]
+    (login,) = [r for r in records if r.kind is RecordKind.AUTHENTICATION and r.account == account]
+    assert registered.connection == login.connection == agency[0].connection
+    assert registered.time < login.time
+    for person in ("omar", "lena", "sam"):  # as the people's phones: registered and logged in on one
+        (reg,) = [r for r in records if r.kind is RecordKind.REGISTRATION and r.account == person]
+        first = min(
+            (r for r in records if r.kind is RecordKind.AUTHENTICATION and r.account == person),
+            key=lambda r: r.time,
+        )
+        assert reg.connection == first.connection, person
 
 
 class _AgencyReports(Simulation):

@@ -520,3 +520,25 @@ def test_every_c0_control_but_nul_and_cr_and_del_reach_each_output_as_sent(tmp_p
     assert md_text(f"a{others}b") == f"a{others}b".replace("\n", "<br>")
     page = render_report(run)
     assert f"a{others}b" in page
+
+
+@pytest.mark.parametrize("name", ["ghost-device", "ghost-participant"])
+def test_the_ghost_reports_unread_counts_in_the_html_are_the_json_s(name: str, tmp_path: Path) -> None:
+    """What reached the agency's phone and it did not read (``undecryptable``, ``refused`` by reason;
+    summary.md's words since conf21): the HTML report's article for the ghost report gives the counts its
+    JSON holds. The built-in runs count none, so the JSON is given some first: each count is read from
+    the file, not the run."""
+    folder = tmp_path / "run"
+    run_to_dir(resolve_scenario(name), folder)
+    path = folder / "exceptional" / f"{name}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert set(data["refused"]) == {"untrusted_identity", "sealed_sender_self_send"}
+    data["undecryptable"] = 3
+    data["refused"] = {"untrusted_identity": 2, "sealed_sender_self_send": 5}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    page = render_report(folder)
+    start = page.index(f"id='exceptional-{name}'")
+    article = page[start : page.index("</article>", start)]
+    shown = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", article))
+    assert shown["undecryptable"] == "3"
+    assert shown["refused"] == "untrusted identity: 2; sealed sender self send: 5"

@@ -17,7 +17,7 @@ import pytest
 
 from relaysim.relay import wire
 from relaysim.relay.metadata import MetadataRecord
-from relaysim.sims.access.key_transparency import AUDIT_INTERVAL, WITNESS_CONNECTION
+from relaysim.sims.access.key_transparency import AUDIT_INTERVAL
 from relaysim.sims.report import run_comparison_to_dir
 from relaysim.sims.scenario import (
     DeviceOffline,
@@ -138,8 +138,56 @@ def test_the_witness_s_records_at_the_relay_are_counted_with_the_run_s(fork: boo
         stored = dict(conn.execute("SELECT kind, count(*) FROM metadata GROUP BY kind").fetchall())
     assert result.relay_records == stored
     assert dict(Counter(r.kind.value for r in records)) == stored
-    (witness,) = [r for r in records if r.connection == WITNESS_CONNECTION]
-    assert witness.kind.value == "connection"
+    witness = [r for r in records if r.host == WITNESS_HOST]
+    assert [r.kind.value for r in witness] == ["connection", "disconnect"]
+
+
+WITNESS_HOST = "203.0.113.77"  # where the witness connects from (sims.access.key_transparency)
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_the_witness_s_connection_is_closed_when_the_run_ends(fork: bool, tmp_path: Path) -> None:
+    """The witness connected when the ghost was added and never disconnected: the relay's store held
+    its connection open for ever. Now its connection is closed at the run's end, in the store as in
+    the run's relay view."""
+    scenario = _scenario(kt=True, fork=fork)
+    scenario = replace(scenario, relay=replace(scenario.relay, profile="keep-everything"))
+    db = tmp_path / "relay.db"
+    Simulation(scenario, db_path=db).run()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT kind, connection, time FROM metadata WHERE host = ? ORDER BY time, kind", (WITNESS_HOST,)
+        ).fetchall()
+    assert [kind for kind, _, _ in rows] == ["connection", "disconnect"]
+    (_, opened, at_open), (_, closed, at_close) = rows
+    assert opened == closed  # one connection, opened, and closed ...
+    assert at_open < at_close  # ... when the run ends
+
+
+def test_two_watches_in_one_run_have_a_witness_connection_each(tmp_path: Path) -> None:
+    """Two ghost_device demands under key transparency (one on omar, one on lena) make two watches;
+    each witness connected with the one fixed id, so the relay's records mixed two connections into
+    one. Now each has its own id (the run's, deterministic), opened and closed."""
+    base = _scenario(kt=True)
+    (ghost,) = [e for e in base.events if isinstance(e, ExceptionalAccess)]
+    second = replace(ghost, at=ghost.at + 60, target="lena")
+    scenario = replace(base, events=(*base.events, second))
+    scenario = replace(scenario, relay=replace(scenario.relay, profile="keep-everything"))
+    records: list[MetadataRecord] = []
+    result = Simulation(scenario, relay_view=records.append, db_path=tmp_path / "relay.db").run()
+    reports = [r for r in result.exceptional if r.name.startswith("ghost-device")]
+    assert sorted(r.data["target"] for r in reports) == ["lena", "omar"]
+    witness = [r for r in records if r.host == WITNESS_HOST]
+    by_connection: dict[int | None, list[str]] = {}
+    for r in witness:
+        by_connection.setdefault(r.connection, []).append(r.kind.value)
+    assert len(by_connection) == 2
+    assert all(kinds == ["connection", "disconnect"] for kinds in by_connection.values())
+    devices = {r.connection for r in records if r.host != WITNESS_HOST}
+    assert not devices & set(by_connection)  # and none a phone's
+    again: list[MetadataRecord] = []
+    Simulation(scenario, relay_view=again.append, db_path=tmp_path / "again.db").run()
+    assert sorted(by_connection) == sorted({r.connection for r in again if r.host == WITNESS_HOST})
 
 
 def test_key_transparency_runs_are_deterministic() -> None:
