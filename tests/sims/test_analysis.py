@@ -25,7 +25,7 @@ from relaysim.sims.analysis.attribution import attribute_sealed
 from relaysim.sims.analysis.graph import contact_graph
 from relaysim.sims.analysis.life import colocation, daily_rhythm, location_trail
 from relaysim.sims.analysis.run import analyze, run_views
-from relaysim.sims.analysis.sda import TargetRanking, statistical_disclosure
+from relaysim.sims.analysis.sda import SDA_TOP, TargetRanking, statistical_disclosure
 from relaysim.sims.analysis.sizes import size_channels
 from relaysim.sims.analysis.view import AnalysisInputError, Obs, ProviderView, from_db, from_disclosure
 from relaysim.sims.analysis_scoring import messages_until_linked, read_truth, score_analysis
@@ -1018,6 +1018,72 @@ def test_the_analyze_help_says_how_many_of_the_best_its_rankings_give() -> None:
     assert f"give the {SDA_TOP} best accounts per checkpoint" in flat and "analyze(view, sda_top=N)" in flat
     papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
     assert f"the {SDA_TOP} best accounts per checkpoint" in papers and "analyze(sda_top=N)" in papers
+
+
+def test_cli_analyze_sda_top_sets_how_many_of_the_best_its_rankings_give(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``analyze(sda_top=N)`` took it; ``relaysim analyze`` had no option for it, so the JSON's
+    ``top_after_k`` gave the 10 best whatever one wanted. ``--sda-top N`` gives the N best, the same
+    accounts in the same order as the first N of a longer list, and its Markdown no more than it kept."""
+    import shutil
+
+    runs = {}
+    for top in (None, 1):
+        out = tmp_path / f"top-{top}"
+        shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns("analysis"))
+        assert main(["analyze", str(out), *(["--sda-top", str(top)] if top else [])]) == 0
+        capsys.readouterr()
+        data = json.loads((out / "analysis" / "relay.json").read_text())["analysis"]["statistical_disclosure"]
+        runs[top] = {t["target"]: t["top_after_k"] for t in data["targets"]}
+        runs[top, "md"] = (out / "analysis" / "relay.md").read_text()
+    assert runs[None] and runs[None].keys() == runs[1].keys()
+    # (the small run has 2 accounts scoring for some target: the default's 10 best give both)
+    assert max(len(v) for t in runs[None].values() for v in t.values()) == 2
+    for target, per_k in runs[None].items():
+        assert per_k.keys() == runs[1][target].keys()
+        for k, best in per_k.items():
+            assert runs[1][target][k] == best[:1]
+    # its Markdown names the 3 best per target: with 1 kept, the 1 it has (more were refused: not kept)
+    named = {
+        top: [line.count(" (") for line in str(runs[top, "md"]).splitlines() if " target epochs: " in line]
+        for top in (None, 1)
+    }
+    assert max(named[None]) == 2 and max(named[1]) == 1 and len(named[1]) == len(named[None])
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("0", "expected at least 1 accounts, got 0"),
+        ("-3", "expected at least 1 accounts, got -3"),
+        ("2.5", "expected a whole number of accounts (digits 0-9), got '2.5'"),
+        ("ten", "expected a whole number of accounts (digits 0-9), got 'ten'"),
+        ("10001", "expected at most 10,000 accounts (each is kept for every target at every checkpoint)"),
+    ],
+)
+def test_cli_analyze_refuses_an_sda_top_that_is_no_count_of_accounts(
+    given: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(tmp_path), "--sda-top", given])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --sda-top: {says}" in err and "Traceback" not in err, err
+
+
+def test_the_analyze_help_gives_sda_top_s_default_and_meaning() -> None:
+    import argparse
+
+    from relaysim.sims.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flat = " ".join(subparsers.choices["analyze"].format_help().split())
+    assert (
+        "--sda-top N how many of the best-ranked accounts the statistical disclosure attack's rankings"
+        in flat
+    )
+    assert "(the JSON's top_after_k)" in flat and f"(default: {SDA_TOP}); from 1 to 10,000" in flat
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
