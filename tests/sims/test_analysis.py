@@ -438,8 +438,6 @@ def test_the_city_s_contact_graph_has_precision_and_recall_1_on_a_smaller_city(t
     lowers them: the figures are the analysis's, not a given."""
     from dataclasses import replace
 
-    from relaysim.sims.analysis_scoring import compute_analyses
-
     text = (ROOT / "sims" / "scenarios" / "city.toml").read_text(encoding="utf-8")
     assert "people = 2000\n" in text and 'duration = "1d"\n' in text and "sealed_sender" not in text
     out = tmp_path / "city"
