@@ -425,13 +425,14 @@ def test_without_sealed_sends_the_attack_says_it_did_not_run() -> None:
 
 
 # the built-in city (2,000 people for a day, sealed sender off) with fewer people: the smallest run on
-# which docs/papers.md's claim for the city is tested (the whole city's run takes minutes)
+# which docs/papers.md's claim for the city is tested (the whole city's run is too long for the suite)
 CITY_PEOPLE = 100
 
 
 def test_the_city_s_contact_graph_has_precision_and_recall_1_on_a_smaller_city(tmp_path: Path) -> None:
     """docs/papers.md says the city's contact graph is read off its records with precision and recall
-    1.00 (``relaysim run city``, then ``relaysim analyze``); no test held it, a city's run being minutes.
+    1.00 (``relaysim run city``, then ``relaysim analyze``); no test held it, a city's run being too long
+    for the suite.
     The built-in city as written but for its people (CITY_PEOPLE, not 2,000: the same day, devices,
     regions, graph and rhythm) gives the same figures from the same command, and docs/papers.md says
     that this is what the test holds. One record's recipient changed, or one pair's records dropped,
