@@ -721,8 +721,12 @@ def to_markdown(
             "provider cannot tell those from messages): k target epochs are not k messages written to it, the unit "
             'of Martiny et al.\'s "as few as 5 messages"'
         )
+    # the 3 best, or as many as the analysis kept (analyze(sda_top=...) with sda_watch keeps no more)
+    shown = 3 if a.sda_every_epoch is None else min(3, a.sda_top)
     for rk in a.sda.rankings[:5]:
-        top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=min(3, a.sda_top))) or "nobody"
+        top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=shown)) or "nobody"
+        if not shown:
+            top = "none kept (sda_top=0)"
         lines.append(f"- `{rk.target}` after {rk.epochs} target epochs: {top}")
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]

@@ -1098,6 +1098,23 @@ def test_cli_analyze_sda_top_sets_how_many_of_the_best_its_rankings_give(
     assert max(named[None]) == 2 and max(named[1]) == 1 and len(named[1]) == len(named[None])
 
 
+def test_the_markdown_names_no_more_of_the_best_than_the_analysis_kept(
+    relay_view: ProviderView, truth: Any
+) -> None:
+    """With sda_watch the analysis keeps the sda_top best; its Markdown names 3 per target, which raised
+    for fewer kept, and with none kept said "nobody", as though the attack had ranked no one."""
+    from relaysim.sims.analysis_scoring import to_markdown
+
+    watch = truth.all_contacts()
+    for top, says in ((1, r": \w+ \([+-]\d+\)$"), (0, r": none kept \(sda_top=0\)$")):
+        md = to_markdown("relay", analyze(relay_view, sda_watch=watch, sda_top=top), None)
+        lines = [line for line in md.splitlines() if " target epochs: " in line]
+        assert lines and all(re.search(says, line) for line in lines), (top, lines)
+    # without a watch the attack keeps every account: 0 asks the JSON for none, not the Markdown
+    md = to_markdown("relay", analyze(relay_view, sda_top=0), None)
+    assert "none kept" not in md and "nobody" not in md
+
+
 @pytest.mark.parametrize(
     ("given", "says"),
     [
