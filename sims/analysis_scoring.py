@@ -33,7 +33,7 @@ from relaysim.sims.analysis.runfiles import (
     own_file,
     write_whole,
 )
-from relaysim.sims.analysis.sda import CHECKPOINTS, TargetRanking
+from relaysim.sims.analysis.sda import CHECKPOINTS, SDA_TOP, TargetRanking
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
 
@@ -721,8 +721,12 @@ def to_markdown(
             "provider cannot tell those from messages): k target epochs are not k messages written to it, the unit "
             'of Martiny et al.\'s "as few as 5 messages"'
         )
+    # the 3 best, or as many as the analysis kept (analyze(sda_top=...) with sda_watch keeps no more)
+    shown = 3 if a.sda_every_epoch is None else min(3, a.sda_top)
     for rk in a.sda.rankings[:5]:
-        top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=3)) or "nobody"
+        top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=shown)) or "nobody"
+        if not shown:
+            top = "none kept (sda_top=0)"
         lines.append(f"- `{rk.target}` after {rk.epochs} target epochs: {top}")
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]
@@ -847,17 +851,29 @@ def _traits_markdown(a: Analysis, score: Mapping[str, Any] | None) -> list[str]:
 
 
 def write_analysis(
-    run: str | Path, clock: Any = None, *, as_seen: bool = False, truth: Truth | None = None
+    run: str | Path,
+    clock: Any = None,
+    *,
+    as_seen: bool = False,
+    truth: Truth | None = None,
+    sda_top: int = SDA_TOP,
 ) -> list[str]:
     """Analyse a finished run, score it, write ``DIR/analysis/NAME.{json,md}``; the headlines.
     ``as_seen``: analyse what the relay saw while it ran (``relay-view.jsonl``) instead of what the
     provider keeps, into ``DIR/analysis/as-seen/relay.{json,md}``. ``truth``: the run's transcript
-    as :func:`read_truth` read it, if the caller has (else read here, when the run has one)."""
-    return analyse_and_write(run, clock, as_seen=as_seen, truth=truth)[0]
+    as :func:`read_truth` read it, if the caller has (else read here, when the run has one).
+    ``sda_top``: how many of the best accounts per checkpoint the attack's rankings give
+    (``analyze(sda_top=...)``; ``relaysim analyze --sda-top``)."""
+    return analyse_and_write(run, clock, as_seen=as_seen, truth=truth, sda_top=sda_top)[0]
 
 
 def analyse_and_write(
-    run: str | Path, clock: Any = None, *, as_seen: bool = False, truth: Truth | None = None
+    run: str | Path,
+    clock: Any = None,
+    *,
+    as_seen: bool = False,
+    truth: Truth | None = None,
+    sda_top: int = SDA_TOP,
 ) -> tuple[list[str], dict[str, Analysis]]:
     """:func:`write_analysis`, and the analyses it wrote, by name (``relay``, each disclosure): for a
     caller that scores more of them (``relaysim defences``) without taking the disclosure attack again.
@@ -865,7 +881,7 @@ def analyse_and_write(
     target epoch and the ranks of each target's true contacts (``analyze(sda_watch=...)``)."""
     out = Path(run)
     folder = own_file(out, "analysis", AS_SEEN) if as_seen else own_file(out, "analysis")
-    computed = compute_analyses(out, as_seen=as_seen, truth=truth)
+    computed = compute_analyses(out, as_seen=as_seen, truth=truth, sda_top=sda_top)
     # every file it writes checked before any is: a link or a folder at the last one (relay.md) was
     # refused after the first ones were written, leaving relay.json of this analysis beside none
     for name in computed:
@@ -887,14 +903,15 @@ def analyse_and_write(
 
 
 def compute_analyses(
-    run: str | Path, *, as_seen: bool = False, truth: Truth | None = None
+    run: str | Path, *, as_seen: bool = False, truth: Truth | None = None, sda_top: int = SDA_TOP
 ) -> dict[str, tuple[Analysis, dict[str, Any]]]:
     """Each analysis of a finished run, by name (``relay``, each disclosure; ``as_seen``: ``relay``, of
     ``relay-view.jsonl``), and what ``analysis/NAME.json`` holds of it (``analysis``, ``score``, and
     ``as_seen``, ``kept_beside_seen``; :func:`as_written` is the file's JSON of it): the one path from a run's files to its analyses, which
     ``relaysim analyze`` writes and ``relaysim report`` computes when the run has no ``analysis/``
     (it read the run without its ``directory.json``: other trait inferences, and a broken one unsaid).
-    ``truth``: the run's transcript as :func:`read_truth` read it (else read here, when the run has one)."""
+    ``truth``: the run's transcript as :func:`read_truth` read it (else read here, when the run has one).
+    ``sda_top``: :func:`~sims.analysis.run.analyze`'s, the best accounts per checkpoint it gives."""
     out = Path(run)
     if truth is None and (out / "transcript.jsonl").exists():
         truth = read_truth(out / "transcript.jsonl")
@@ -913,7 +930,12 @@ def compute_analyses(
     for name, view in views.items():
         # with the truth, the attack's ranks of each target's true contacts are kept at every target epoch,
         # so that one pass of it gives both its figures and the "linked" count (score_analysis)
-        a = analyze(view, directory=directory, sda_watch=truth.all_contacts() if truth is not None else None)
+        a = analyze(
+            view,
+            directory=directory,
+            sda_watch=truth.all_contacts() if truth is not None else None,
+            sda_top=sda_top,
+        )
         score = score_analysis(a, truth, view) if truth is not None else None
         data: dict[str, Any] = {"analysis": a.to_json(), "score": score}
         if as_seen:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from relaysim.sims.analysis.runfiles import (
     PIPE_HELP,
+    SDA_TOP,
     brief,
     broken_link,
     in_file,
@@ -126,6 +127,12 @@ def _order_name(text: str) -> str:
 
 _columns = whole_number("columns", MIN_COLUMNS, MAX_COLUMNS)
 _rows = whole_number("rows", 1, MAX_ROWS)
+# analyze --sda-top: the attack's rankings keep that many accounts at each of 12 checkpoints
+# (sims.analysis.sda.CHECKPOINTS and the last) for each of its up to 150 targets, 16 bytes each: 10,000
+# is 288 MB, within the 1 GiB one call may keep (sda.MAX_RANKING_BYTES), past which the call is refused
+# naming keep_top, no option of analyze's. 0 is refused: rankings naming no one.
+MAX_SDA_TOP = 10_000
+_sda_top = whole_number("accounts", 1, MAX_SDA_TOP, why="each is kept for every target at every checkpoint")
 
 
 def _scenario(name_or_path: str) -> Any:
@@ -838,7 +845,11 @@ def _analyze(args: argparse.Namespace) -> int:
         problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
         with _run_folder_warnings("analyze"):
             lines = write_analysis(
-                out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth
+                out,
+                lambda t: sim_clock(t, epoch, dated),
+                as_seen=args.as_seen,
+                truth=truth,
+                sda_top=args.sda_top,
             )
     except (AnalysisInputError, RunFolderError, ValueError) as exc:
         raise CliError(str(exc)) from None  # a file it cannot read: that alone
@@ -1319,9 +1330,9 @@ def build_parser() -> argparse.ArgumentParser:
             "addresses, the contact graph, a statistical disclosure attack on sealed sender from recipients and times "
             "alone (Martiny et al., NDSS 2021), first contacts from envelope sizes, and each account's daily rhythm, "
             "addresses and co-locations; then scores each inference against the run's transcript. Writes "
-            "DIR/analysis/NAME.json and NAME.md. The attack's rankings there give the 10 best accounts per "
+            f"DIR/analysis/NAME.json and NAME.md. The attack's rankings there give the {SDA_TOP} best accounts per "
             "checkpoint, and with a transcript keep only those and each target's true contacts' ranks; for more, "
-            "call relaysim.sims.analysis.run.analyze(view, sda_top=N) from Python."
+            "give --sda-top N, or call relaysim.sims.analysis.run.analyze(view, sda_top=N) from Python."
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf\n"
@@ -1337,6 +1348,17 @@ def build_parser() -> argparse.ArgumentParser:
             "analyse what the relay SAW while it ran (DIR/relay-view.jsonl: every request with its address and time, "
             "every sealed send's recipient, size and connection), not what its profile keeps: what a provider that "
             "watches live, is compelled to, or is hacked learns. Writes DIR/analysis/as-seen/relay.json and relay.md"
+        ),
+    )
+    analyze.add_argument(
+        "--sda-top",
+        type=_sda_top,
+        default=SDA_TOP,
+        metavar="N",
+        help=(
+            "how many of the best-ranked accounts the statistical disclosure attack's rankings give for each "
+            "target at each checkpoint (the JSON's top_after_k), and, with a transcript, the most they keep: "
+            f"the likeliest correspondents, best first (default: {SDA_TOP})"
         ),
     )
 

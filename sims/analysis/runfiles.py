@@ -48,6 +48,7 @@ __all__ = [
     "MAX_SHOWN",
     "PIPE_HELP",
     "PIPE_READER_WAIT",
+    "SDA_TOP",
     "brief",
     "broken_link",
     "finite_number",
@@ -92,6 +93,10 @@ def loads(text: str) -> Any:
 # vocabularies: tests/sims/test_analysis.py), so it keeps the rule's twin, which
 # tests/sims/test_scenario.py holds to it value by value.
 MAX_SHOWN = 60  # characters of a value an error message shows: relay.wire.MAX_QUOTED
+# the best accounts the statistical disclosure attack's rankings give per checkpoint by default
+# (sims.analysis.sda's to_json, analyze(sda_top=...), relaysim analyze --sda-top): here, beside what the
+# commands' parser reads, so that analyze --help states it without importing the analyses (numpy)
+SDA_TOP = 10
 
 
 def brief(value: object, spec: str = "") -> str:

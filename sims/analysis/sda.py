@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from relaysim.sims.analysis.runfiles import SDA_TOP  # the best a ranking's to_json gives, by default
 from relaysim.sims.analysis.view import ProviderView
 
 __all__ = ["SDA_TOP", "RankingBoundError", "SDAResult", "TargetRanking", "statistical_disclosure"]
@@ -41,7 +42,6 @@ REPLY_EPOCH = 60.0  # seconds: without receipts, replies are what there is to ca
 # checkpoint, is 150 targets x 11 checkpoints x 100,000 accounts x 16 bytes = 2.6 GB; past this bound
 # the call is refused, naming keep_top, not left to run the machine out of memory
 MAX_RANKING_BYTES = 1 << 30
-SDA_TOP = 10  # the best accounts a ranking's to_json gives per checkpoint, by default
 
 
 class RankingBoundError(ValueError):

@@ -561,8 +561,10 @@ def test_docs_state_the_scenarios_parameters_beside_the_papers() -> None:
     popular accounts (the paper's receive in every epoch, these in 1 of 30.5) and the background, as the
     built-in scenarios have them, and the attack's variant where it is not the paper's."""
     papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
-    # the paper's headline carries where in the paper it is
-    assert '"could link sealed sender users in as few as 5 messages" (the paper\'s abstract)' in papers
+    # the paper's headline carries where in the paper it is: its text, the sources naming no section
+    assert (
+        '"could link sealed sender users in as few as 5 messages" (the paper\'s text: its headline)' in papers
+    )
     sc = resolve_scenario("sda-martiny-2021")
     assert sc.generate is not None
     rate = sc.traffic.popular_messages_per_hour / 3600  # per 1-second epoch
@@ -589,6 +591,21 @@ def test_docs_state_the_scenarios_parameters_beside_the_papers() -> None:
     )
     # the disclosure attack in general: relaysim's variant, said to be not the papers'
     assert "The attack is not the papers' variant but relaysim's, Martiny et al.'s" in papers
+
+
+def test_docs_say_where_in_each_paper_its_figures_are() -> None:
+    """Each paper's figures in docs/papers.md say which paper (the section's heading) and where in it: the
+    sources the page was written from name no section, table or figure for any of them, so each says
+    "the paper's text". The headline's "(the paper's abstract)" was a place those sources do not give."""
+    text = (Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8")
+    sections = [part for part in re.split(r"\n## ", text)[1:] if "**The paper" in part or "for scale" in part]
+    assert len(sections) == 4  # Martiny et al., statistical disclosure, MetaPhone, metadata-private systems
+    for section in sections:
+        flat = " ".join(section.split())
+        start = flat.index("**The paper") if "**The paper" in flat else flat.index("for scale")
+        given = flat[start : flat.index("**Here**") if "**Here**" in flat else len(flat)]
+        assert re.search(r"(?:the paper's|the papers'|its paper's) text", given), section.splitlines()[0]
+        assert "abstract" not in given and "Table" not in given, section.splitlines()[0]
 
 
 def test_the_mailbox_line_gives_each_target_s_link_and_what_it_held_over() -> None:
