@@ -1132,7 +1132,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/two-friends\n"
-            "  relaysim run my-case.toml --seed 7 --out out/case7   # your own file (the format: sims/scenario.py)\n"
+            "  relaysim run my-case.toml --seed 7 --out out/case7   # your own file (the format: docs/scenarios.md)\n"
             "  relaysim run two-friends --out out/two-friends --force   # replace the earlier run there"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
