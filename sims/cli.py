@@ -562,6 +562,13 @@ def _disclose(args: argparse.Namespace) -> int:
     recorded = provider.get("profile")
     profile_name = args.profile or recorded
     if profile_name is None:
+        if _live_run(db.parent):
+            raise CliError(
+                f"no --profile, and no {provider_file} to say which profile the run used: {db.parent} holds a "
+                "live run (relaysim run --live), which writes none; the orders its timeline served are "
+                f"answered in {db.parent / 'disclosures'}; to serve another, give --profile (the scenario's "
+                "[relay] profile: keep-everything where it names none)"
+            )
         raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
     as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then
     try:
@@ -724,6 +731,21 @@ def _disclose(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _live_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a live run's summary.json (its ``live`` table): a live run writes no
+    provider.json. An unreadable summary is no live run's here: the error names provider.json."""
+    summary = folder / "summary.json"
+    if not_a_file(summary) is not None:
+        return False
+    from relaysim.sims.analysis.runfiles import loads
+
+    try:
+        data = loads(read_run_text(summary))
+    except (ValueError, OSError):  # (a JSONDecodeError, a UnicodeDecodeError: ValueErrors)
+        return False
+    return isinstance(data, dict) and isinstance(data.get("live"), dict)
 
 
 def _check_provider(path: Path, provider: dict[str, Any]) -> None:
@@ -1143,7 +1165,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/two-friends\n"
-            "  relaysim run my-case.toml --seed 7 --out out/case7   # your own file (the format: sims/scenario.py)\n"
+            "  relaysim run my-case.toml --seed 7 --out out/case7   # your own file (the format: docs/scenarios.md)\n"
             "  relaysim run two-friends --out out/two-friends --force   # replace the earlier run there"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,4 +1,5 @@
 """Scenario files: TOML in, validated frozen values out, and errors that say exactly what is wrong.
+(docs/scenarios.md is the page for a scenario's writer: a whole file, each table's keys and defaults.)
 
 A scenario names people and their devices, conversations (given message by message, or
 generated from a social-graph model), the network, relay settings, a duration, a seed and a

@@ -71,6 +71,7 @@ def readme_relaysim_commands() -> list[list[str]]:
 def test_the_readme_shows_commands() -> None:
     commands = readme_relaysim_commands()
     assert ["demo"] in commands
+    assert any(c[:1] == ["report"] for c in commands)  # the HTML page, for a browser or a projector
     assert any(c[:1] == ["sweep"] for c in commands)
     assert any(c[:2] == ["relay", "serve"] for c in commands)
 

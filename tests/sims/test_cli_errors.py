@@ -696,6 +696,30 @@ def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> 
     assert_clean_error(res, "provider.json")
 
 
+def test_disclose_on_a_live_runs_database_says_a_live_run_writes_no_provider_file(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """A live run (relaysim run --live) writes no provider.json: disclose on its relay.db without --profile
+    said only "no --profile, and no .../provider.json", as if the file had been lost. It says the folder is a
+    live run's, where its timeline's orders were answered, and which --profile to give; a simulated run's
+    folder that lost provider.json is told as before."""
+    summary = json.loads((tf_run / "summary.json").read_text(encoding="utf-8"))
+    runs = {}
+    for name, live in (("live", True), ("lost", False)):
+        run = _part_of(tf_run, tmp_path / name, "relay.db")
+        (run / "summary.json").write_text(
+            json.dumps(summary | ({"live": {"time_scale": 0.001}} if live else {})), encoding="utf-8"
+        )
+        runs[name] = cli(
+            "disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"
+        )
+    assert_clean_error(
+        runs["live"], "no --profile", "a live run", str(tmp_path / "live" / "disclosures"), "--profile"
+    )
+    assert_clean_error(runs["lost"], "no --profile", "provider.json")
+    assert "live run" not in runs["lost"].stderr, runs["lost"].stderr
+
+
 def _disclose_json(run: Path, json_to: Path | str) -> list[str]:
     return [
         "disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira",

@@ -222,6 +222,11 @@ def test_relaysim_run_live_writes_what_relaysim_show_reads(
         "summary.md",
     }
     assert "SIGTERM received; shutting down" in (out / "relay.log").read_text()
+    # as the README says: no relay-view.jsonl, no provider.json; disclose on its relay.db asks for --profile
+    assert not (out / "relay-view.jsonl").exists() and not (out / "provider.json").exists()
+    db = str(out / "relay.db")
+    assert relaysim(["disclose", "--db", db, "--process", "subpoena", "--target", "amira"]) == 2
+    assert "holds a live run (relaysim run --live), which writes none" in capsys.readouterr().err
     shown = render_show(out, limit=40, width=200)  # the teaching view reads live runs too
     assert "amira/1 read, from ben/1: \u201cSorry, phone was off. Won't forward.\u201d" in shown
     assert "ben/1 goes offline" in shown and "ben/1 comes online" in shown
