@@ -1616,7 +1616,8 @@ class Change:
     gives: str | None = None
     # the fields as said on a day inside ``named`` (its year, or its month), after ``effective``: the record does not
     # say whether the change came before that day, so what follows it there is the project's assumption (Signal's
-    # 2021 response to a search warrant, answered from on 2021-01-07)
+    # 2021 response to a search warrant, answered from on 2021-01-07). A callable rewrites the field as it is then
+    # instead (``_within_named``: each text naming the year or the month says so, John Chen's report of December 2015)
     within: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -2116,6 +2117,29 @@ def _named_later(said: str) -> Any:
     return rewrite
 
 
+def _within_named(said: str, whether: str) -> dict[str, Any]:
+    """``Change.within`` for a change to the record that the record dates by ``said`` alone, a year ("2013") or a month
+    with its year ("December 2015"): on a day inside it, after its first day, each text naming it says at its end that
+    the day is not on the record, so that ``whether`` (what came, cited by its source, and what rests on it) is not
+    known: "(December 2015: this month, the day not on the record: whether John Chen's report … came before this date
+    is not known, …)". A text that says the record gives the year (month) only says it there instead, once: "in 2013
+    (the record gives the year, not the day: whether India's acceptance … came before this date is not known)"."""
+    unit = "month" if _MONTH_CITED.fullmatch(said) else "year"
+    marker = f" ({said}: this {unit}, the day not on the record: whether {whether})"
+    gives = f"(the record gives the {unit}, not the day)"
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: rewrite(v) for k, v in value.items()}
+        if not isinstance(value, str) or said not in _named_alone(value) or f"whether {whether}" in value:
+            return value
+        if gives in value:
+            return value.replace(gives, f"{gives[:-1]}: whether {whether})")
+        return value + marker
+
+    return {f: rewrite for f in _TEXT_FIELDS}
+
+
 def _naming_of(said: str, values: list[Any]) -> str:
     """The first text in ``values`` (texts, or texts by key) naming ``said`` alone, as the source of its change."""
     for value in values:
@@ -2181,6 +2205,14 @@ def _dated_in(name: str, design: bool) -> list[Change]:
     ]
 
 
+# Inside December 2015, after its first day (HISTORY's date for John Chen's report), the record does not say whether
+# the report came before a disclosure's day: that the policy held then is the project's assumption, as before it.
+_BB_POLICY_WITHIN: Final = _within_named(
+    "December 2015",
+    "John Chen's report (the seed article) came before this date is not known, and that it was its policy on this "
+    "date is the project's assumption",
+)
+
 _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "bes": (
         Change(
@@ -2199,6 +2231,10 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="2013",
             gives="the record gives the year: the date is its first day",
+            within=_within_named(
+                "2013",
+                "India's acceptance (the record of BlackBerry in India) came before this date is not known",
+            ),
         ),
         Change(
             date(2015, 11, 30),
@@ -2224,6 +2260,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="December 2015",
             gives="the record gives the month, so the date is its first day",
+            within=_BB_POLICY_WITHIN,
         ),
         Change(
             date(2015, 12, 31),
@@ -2283,6 +2320,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="December 2015",
             gives="the record gives the month, so the date is its first day",
+            within=_BB_POLICY_WITHIN,
         ),
         Change(
             _CLEMENZA_REPORTED,
@@ -2300,6 +2338,10 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="April 2016",
             gives="the record gives the month: the date is its first day",
+            within=_within_named(
+                "April 2016",
+                "the reporting on Project Clemenza (R v. Mirarchi) came before this date is not known",
+            ),
         ),
     ),
     "imessage": (
@@ -2470,7 +2512,10 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
             profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
             rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
         elif change.within and change.inside(on if change.policy else day):
-            profile = replace(profile, **change.within)
+            profile = replace(
+                profile,
+                **{k: v(getattr(profile, k)) if callable(v) else v for k, v in change.within.items()},
+            )
     for (
         key,
         rewrite,

@@ -618,9 +618,16 @@ def test_words_its_key_opens_before_the_policy_was_reported_say_the_report_is_la
         ": only its policy keeps them back (as reported in December 2015, after this date: that it was its policy on "
         "this date is the project's assumption)"
     ), why
-    # served after the report in a run set before it: the policy as reported, as today
-    served = profile_as_of("bbm-consumer", date(2015, 11, 29), served=date(2015, 12, 2))
+    # served after the report's month in a run set before it: the policy as reported, as today
+    served = profile_as_of("bbm-consumer", date(2015, 11, 29), served=date(2016, 1, 2))
     assert served.policy_later == "" and served.policy_name == get_profile("bbm-consumer").policy_name
+    # inside the report's month (the record gives no day of it): as reported, its day not known (Change.within)
+    inside = profile_as_of("bbm-consumer", date(2015, 11, 29), served=date(2015, 12, 2))
+    assert inside.policy_later == "" and inside.policy_name == (
+        f"{get_profile('bbm-consumer').policy_name} (December 2015: this month, the day not on the record: whether "
+        "John Chen's report (the seed article) came before this date is not known, and that it was its policy on "
+        "this date is the project's assumption)"
+    ), inside.policy_name
 
 
 # --- 18. a profile without a published policy gives a reason for every instrument -------------------------------------
@@ -1435,7 +1442,9 @@ def test_a_year_of_the_disclosures_own_whose_month_the_record_does_not_give_is_s
     ), notes
     # said once: a text that says the record gives the year only is not said again; a named month is no year alone
     accepted = profile_as_of("bes", date(2013, 1, 7)).jurisdiction_notes["in"]["ciphertext"]
-    assert "(the record gives the year, not the day)" in accepted and "this year" not in accepted, accepted
+    # (and, inside 2013, there that whether it came before this date is not known: Change.within)
+    assert "(the record gives the year, not the day: whether India's acceptance" in accepted, accepted
+    assert "this year" not in accepted, accepted
     rim = profile_as_of("bes", date(2010, 9, 1)).notes["content"]
     assert "RIM, August 2010" in rim and "this year" not in rim and "after this date" not in rim, rim
     # a year passed says nothing
@@ -1531,3 +1540,63 @@ def test_signal_answering_a_warrant_in_2021_from_its_2021_record_says_that_is_th
     (clemenza,) = [c for c in HISTORY["bbm-consumer"] if c.named == "April 2016"]
     assert clemenza.inside(date(2016, 4, 30)) and not clemenza.inside(date(2016, 5, 1))
     assert not clemenza.inside(date(2016, 3, 31))
+
+
+# --- 36. a record dated by its year or month: inside it, the texts resting on it say its day is not known ----------
+
+
+_WITHIN = [
+    # (profile, process, a date inside the named year or month, a date after it, what the texts then say)
+    (
+        "bes",
+        "telegraph_act_5_2",
+        "2013-06-01",
+        "2014-01-02",
+        "(the record gives the year, not the day: whether India's acceptance (the record of BlackBerry in India) "
+        "came before this date is not known)",
+    ),
+    (
+        "bes",
+        "court_order_2703d",
+        "2015-12-10",
+        "2016-01-02",
+        "(December 2015: this month, the day not on the record: whether John Chen's report (the seed article) came "
+        "before this date is not known, and that it was its policy on this date is the project's assumption)",
+    ),
+    (
+        "bbm-consumer",
+        "court_order_2703d",
+        "2015-12-20",
+        "2016-01-02",
+        "(December 2015: this month, the day not on the record: whether John Chen's report (the seed article) came "
+        "before this date is not known, and that it was its policy on this date is the project's assumption)",
+    ),
+    (
+        "bbm-consumer",
+        "ca_part_vi_authorization",
+        "2016-04-15",
+        "2016-05-02",
+        "(April 2016: this month, the day not on the record: whether the reporting on Project Clemenza (R v. "
+        "Mirarchi) came before this date is not known)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "process", "inside", "after", "said"), _WITHIN, ids=[w[0] + "-" + w[2] for w in _WITHIN]
+)
+def test_a_record_dated_by_its_year_or_month_says_inside_it_that_its_day_is_not_known(
+    name: str, process: str, inside: str, after: str, said: str
+) -> None:
+    """BES's India record (2013), John Chen's report (December 2015) and Project Clemenza's (April 2016) are dated
+    from the first day of the year (month) the record gives: a disclosure inside it, after that day, says the day is
+    not on the record, so whether the record came before the disclosure's day is not known (``Change.within``); one
+    after it says nothing of the kind."""
+    (change,) = [c for c in HISTORY[name] if c.within and c.inside(date.fromisoformat(inside))]
+    assert change.policy and not change.inside(date.fromisoformat(after))
+    (d,) = _serve(name, inside, process)
+    assert said in _said(d), _said(d)
+    (later,) = _serve(name, after, process)
+    assert "came before this date is not known" not in _said(later), _said(later)
+    # the same words in the disclosure as a whole, once per text
+    assert all(t.count(said) <= 1 for t in [*d.notes, *(why for _r, why in d.reasons.values())])
