@@ -55,7 +55,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
-from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, Instrument, Response
+from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, JURISDICTIONS, Instrument, Response
 from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
@@ -84,7 +84,7 @@ ASKS: Final[Mapping[str, frozenset[str]]] = {i.key: i.asks for i in INSTRUMENTS.
 # The processes served not on the relay's operator but on another custodian (a search warrant on the backup's
 # custodian, Apple or Google: relay/backup.py): the relay's desk refuses them (ComplianceDesk.serve), so no profile
 # answers them (Profile.discloses), and the rest, the relay's, are what a profile may answer.
-NOT_ON_THE_RELAY: Final[frozenset[str]] = frozenset({"backup_warrant"})
+NOT_ON_THE_RELAY: Final[frozenset[str]] = frozenset({BACKUP_WARRANT})
 _RELAY_ASKS: Final[Mapping[str, frozenset[str]]] = {
     p: a for p, a in ASKS.items() if p not in NOT_ON_THE_RELAY
 }
@@ -275,7 +275,7 @@ class Profile:
                 i.key
                 for i in INSTRUMENTS.values()
                 if i.looks != "freeze"
-                and i.key != "backup_warrant"
+                and i.key not in NOT_ON_THE_RELAY
                 and not i.builds
                 and i.key not in answered
             ]
@@ -736,7 +736,7 @@ IMESSAGE = Profile(
         "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
             "25 days of iMessage look-ups to and from the target number",
-            "device backups (reached here by a search warrant on the backup's custodian, backup_warrant)",
+            f"device backups (reached here by a search warrant on the backup's custodian, {BACKUP_WARRANT})",
         )
         + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
         "wiretap": _IMESSAGE_WIRETAP_INFERRED,
@@ -751,7 +751,7 @@ IMESSAGE = Profile(
         "look-ups came from (each a row of that log, which the FBI chart puts at a 2703(d) order: a subpoena "
         "does not get them), of the 25 days of look-ups handed over, not of the 30 Apple keeps",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
-        "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
+        f"the history is reached by a search warrant on the backup custodian ({BACKUP_WARRANT}), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
@@ -1191,7 +1191,7 @@ WIRE = Profile(
     assumptions={
         i.key: _WIRE_REALTIME if i.forward else _WIRE_LOOK_BACK
         for i in INSTRUMENTS.values()
-        if i.looks != "freeze" and i.key != "backup_warrant"
+        if i.looks != "freeze" and i.key not in NOT_ON_THE_RELAY
     },
     notes={
         # the whitepaper is not on the record (docs/record.md), which names the user's names, not the rest
