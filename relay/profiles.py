@@ -1584,6 +1584,18 @@ def get_profile(name: str) -> Profile:
 # --- history: a provider as it was on a date ------------------------------------------------------
 
 
+# The ways the texts say that the record gives no day of a change ("the record gives the year", "the date is its
+# first day", "dated here from its first day", "not the day", "the day not on the record", "by the year only"): a
+# change naming its year or month (``Change.named``) says it by ``Change.when`` and keeps its own word in
+# ``Change.gives``, never in ``Change.what``, said after ``when`` (it would be said twice).
+_NO_DAY_SAID = re.compile(
+    r"\bthe record gives (?:the (?:year|month|years)\b|no (?:day|month)\b)|\b(?:the|its) first day is the date"
+    r"|\bthe date is (?:its|the) first day|\bthe first of it is the date|\bdated (?:here )?from (?:its|the) first day"
+    r"|\bnot the day\b|\bthe day (?:is )?not on the record|\b(?:the )?(?:year|month) only\b",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class Change:
     """One dated change to a provider's design or policy.
@@ -1631,11 +1643,20 @@ class Change:
                 f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): within is said inside the year (month) "
                 "named, and needs one"
             )
-        if self.named is not None and "the record gives" in self.what:
+        if self.named is not None and (said := _NO_DAY_SAID.search(self.what)) is not None:
             raise ValueError(
                 f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): its word that the record gives no day "
-                "belongs in gives, not in what, which a disclosure says after when (said there already)"
+                f"({said.group()!r}) belongs in gives, not in what, which a disclosure says after when (said there "
+                "already)"
             )
+        unit = re.search(r"\bthe record gives the (year|month)\b", self.gives or "")
+        if unit is not None and self.named is not None:
+            named = "month" if _MONTH_CITED.fullmatch(self.named) else "year"
+            if unit.group(1) != named:
+                raise ValueError(
+                    f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): gives says the record gives the "
+                    f"{unit.group(1)}, but named, {self.named!r}, is a {named}"
+                )
 
     def inside(self, day: date) -> bool:
         """Whether ``day`` is after ``effective`` but inside the year (the month) ``named``, which the record gives

@@ -1600,3 +1600,70 @@ def test_a_record_dated_by_its_year_or_month_says_inside_it_that_its_day_is_not_
     assert "came before this date is not known" not in _said(later), _said(later)
     # the same words in the disclosure as a whole, once per text
     assert all(t.count(said) <= 1 for t in [*d.notes, *(why for _r, why in d.reasons.values())])
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "the record gives the year only",
+        "dated here from its first day",
+        "the date is its first day",
+        "the first of it is the date here",
+        "2021, not the day",
+        "the day not on the record",
+        "by the year only",
+        "The record gives no day",
+    ],
+)
+def test_a_change_naming_its_year_says_no_other_way_in_what_that_the_record_gives_no_day(said: str) -> None:
+    """Change refused "the record gives" in ``what`` and let the texts' other ways of saying the same through ("dated
+    here from its first day", "not the day", "by the year only"): a disclosure says ``what`` after ``when``, which
+    says it already (HISTORY's changes, and the ones dating the texts' years and months, are made on import)."""
+    from relaysim.relay.profiles import Change
+
+    with pytest.raises(ValueError, match=r"belongs in gives, not in what"):
+        Change(
+            date(2021, 1, 1),
+            f"a record of 2021 ({said})",
+            "a source, 2021",
+            {},
+            named="2021",
+            gives="the record gives the year: the date is its first day",
+        )
+    # the same words where the change names no year: its day is on the record (or the project's citation), said so
+    assert (
+        Change(date(2021, 1, 7), f"a record of 2021-01-07 ({said})", "a source, 2021-01-07", {}).named is None
+    )
+
+
+def test_a_changes_gives_says_the_unit_its_named_is() -> None:
+    """``gives`` says which the record gives, the year or the month: one saying the year of a month named (or the
+    month of a year) claims what ``named`` does not, and is refused."""
+    from relaysim.relay.profiles import Change
+
+    with pytest.raises(
+        ValueError, match=r"gives says the record gives the year, but named, 'April 2016', is a month"
+    ):
+        Change(
+            date(2016, 4, 1),
+            "a report",
+            "a source, April 2016",
+            {},
+            named="April 2016",
+            gives="the record gives the year: the date is its first day",
+        )
+    with pytest.raises(
+        ValueError, match=r"gives says the record gives the month, but named, '2013', is a year"
+    ):
+        Change(
+            date(2013, 1, 1),
+            "a record",
+            "a source, 2013",
+            {},
+            named="2013",
+            gives="the record gives the month",
+        )
+    for changes in HISTORY.values():  # HISTORY's own say the unit they name
+        for c in changes:
+            if c.named is not None and c.gives is not None and "the record gives the" in c.gives:
+                assert ("month" in c.gives) == bool(re.search(r"[A-Z][a-z]+ \d{4}", c.named)), c
