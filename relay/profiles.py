@@ -2643,6 +2643,12 @@ def _years_later(source: str, written: str, on: date) -> str:
         and first > on
         and (first.year, first.month) not in {(d.year, d.month) for d in days_later}
     ] + later
+    # each once: a year inside a range said to be later is said with it ("India 2010-2013 … in Mumbai (2012) … in
+    # 2013" in 2009: "(2010-2013 is after this date)", not "(2010-2013, 2012, 2013 are after this date)")
+    ranges = [(int(r.group(1)), int(r.group(2))) for r in map(_RANGE_CITED.fullmatch, later) if r is not None]
+    later = [
+        n for n in later if _RANGE_CITED.fullmatch(n) or not any(a <= int(n[-4:]) <= b for a, b in ranges)
+    ]
     if not later:
         return _this_year(source, on)
     return _this_year(

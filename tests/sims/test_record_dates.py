@@ -1416,7 +1416,9 @@ def test_a_range_of_years_is_dated_by_its_first_year_and_a_run_inside_it_says_so
     (india,) = [
         s for s in sources_on(get_profile("bes"), date(2009, 6, 1)) if s.startswith("India 2010-2013")
     ]
-    assert india.endswith("(2010-2013, 2012, 2013 are after this date)"), india
+    assert india.endswith(  # the years inside the range said with it, once
+        "(2010-2013 is after this date)"
+    ), india
     (india,) = [
         s for s in sources_on(get_profile("bes"), date(2011, 6, 1)) if s.startswith("India 2010-2013")
     ]
@@ -1667,3 +1669,43 @@ def test_a_changes_gives_says_the_unit_its_named_is() -> None:
         for c in changes:
             if c.named is not None and c.gives is not None and "the record gives the" in c.gives:
                 assert ("month" in c.gives) == bool(re.search(r"[A-Z][a-z]+ \d{4}", c.named)), c
+
+
+def test_a_range_said_to_be_later_is_said_without_the_years_inside_it() -> None:
+    """BES's source "India 2010-2013: … Mumbai (2012) … in 2013 …" in a run of 2009 said "(2010-2013, 2012, 2013 are
+    after this date)": the years inside the range were said twice. Each is said once, in every source and every text
+    of every profile, on every date."""
+    from relaysim.relay.profiles import sources_on
+
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2009, 6, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith(
+        "not BES; India accepted in 2013 that enterprise data must be obtained from the enterprise "
+        "(2010-2013 is after this date)"
+    ), india
+    group = re.compile(r"\(([^()]*) (?:is|are) after this date\)")
+    for name in PROFILES:
+        for year in range(2009, 2026):
+            on = date(year, 6, 1)
+            if PROFILES[name].not_yet(on) is not None:
+                continue
+            profile = profile_as_of(name, on)
+            texts = [
+                *sources_on(profile, on),
+                *(t for f in _TEXT_FIELDS for t in _texts(getattr(profile, f))),
+            ]
+            for text in texts:
+                for said in group.findall(text):
+                    named = [n.strip() for n in said.split(",")]
+                    ranges = [
+                        tuple(map(int, re.split("[-\u2013]", n)))
+                        for n in named
+                        if re.fullmatch(r"\d{4}[-\u2013]\d{4}", n)
+                    ]
+                    inside = [
+                        n
+                        for n in named
+                        if re.fullmatch(r"\d{4}", n) and any(a <= int(n) <= b for a, b in ranges)
+                    ]
+                    assert not inside, (name, on, text)
