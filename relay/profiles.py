@@ -54,8 +54,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 
-from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
 from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, JURISDICTIONS, Instrument, Response
+from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
 from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [

@@ -636,7 +636,7 @@ def test_the_backup_warrant_has_one_name_and_every_reference_to_it_is_a_process_
     from relaysim.relay.profiles import NOT_ON_THE_RELAY
 
     assert BACKUP_WARRANT in INSTRUMENTS and INSTRUMENTS[BACKUP_WARRANT].looks == "back"
-    assert BACKUP_WARRANT in NOT_ON_THE_RELAY and NOT_ON_THE_RELAY <= set(INSTRUMENTS)
+    assert BACKUP_WARRANT in NOT_ON_THE_RELAY and set(INSTRUMENTS) >= NOT_ON_THE_RELAY
     root = Path(__file__).parents[2]
     spelled = []
     for package in ("relay", "sims", "clients"):
