@@ -46,6 +46,7 @@ from relaysim.relay.content import read_content
 from relaysim.relay.core import Tap
 from relaysim.relay.custody import ContentKey, route_ad
 from relaysim.relay.legal import (
+    BACKUP_WARRANT,
     CATEGORIES,
     INSTRUMENTS,
     JURISDICTIONS,
@@ -519,7 +520,7 @@ class ComplianceDesk:
         if process.process in NOT_ON_THE_RELAY:
             where = (
                 "the custodian of the target's device backups (relay/backup.py, disclose_backup)"
-                if process.process == "backup_warrant"
+                if process.process == BACKUP_WARRANT
                 else "another custodian"
             )
             raise ValueError(

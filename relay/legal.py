@@ -37,6 +37,7 @@ from datetime import date
 from typing import Final, Literal
 
 __all__ = [
+    "BACKUP_WARRANT",
     "CATEGORIES",
     "INSTRUMENTS",
     "JURISDICTIONS",
@@ -55,6 +56,10 @@ __all__ = [
 ]
 
 Looks = Literal["back", "forward", "freeze"]
+# The key of the search warrant served on the custodian of the target's device backups, not on the relay's operator
+# (its row is in INSTRUMENTS; relay/backup.py answers it, the relay's desk refuses it: relay.profiles.NOT_ON_THE_RELAY).
+# The one name every module refers to it by.
+BACKUP_WARRANT: Final = "backup_warrant"
 Reason = Literal["withheld_by_policy", "not_retained", "no_capability", "cryptographically_impossible"]
 Response = Literal["complied", "refused", "challenged", "withdrawn"]
 
@@ -624,7 +629,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
         # The same warrant served not on the relay's operator but on the custodian of the target's
         # device backups (Apple for iCloud Backup, Google for Google Drive): relay/backup.py.
         Instrument(
-            "backup_warrant",
+            BACKUP_WARRANT,
             "us",
             "search warrant on the backup custodian",
             "search warrant on probable cause, served on the custodian of the target's device backups (Apple "

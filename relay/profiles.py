@@ -54,8 +54,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 
+from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, JURISDICTIONS, Instrument, Response
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
-from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, Instrument, Response
 from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
@@ -84,7 +84,7 @@ ASKS: Final[Mapping[str, frozenset[str]]] = {i.key: i.asks for i in INSTRUMENTS.
 # The processes served not on the relay's operator but on another custodian (a search warrant on the backup's
 # custodian, Apple or Google: relay/backup.py): the relay's desk refuses them (ComplianceDesk.serve), so no profile
 # answers them (Profile.discloses), and the rest, the relay's, are what a profile may answer.
-NOT_ON_THE_RELAY: Final[frozenset[str]] = frozenset({"backup_warrant"})
+NOT_ON_THE_RELAY: Final[frozenset[str]] = frozenset({BACKUP_WARRANT})
 _RELAY_ASKS: Final[Mapping[str, frozenset[str]]] = {
     p: a for p, a in ASKS.items() if p not in NOT_ON_THE_RELAY
 }
@@ -275,7 +275,7 @@ class Profile:
                 i.key
                 for i in INSTRUMENTS.values()
                 if i.looks != "freeze"
-                and i.key != "backup_warrant"
+                and i.key not in NOT_ON_THE_RELAY
                 and not i.builds
                 and i.key not in answered
             ]
@@ -736,7 +736,7 @@ IMESSAGE = Profile(
         "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
             "25 days of iMessage look-ups to and from the target number",
-            "device backups (reached here by a search warrant on the backup's custodian, backup_warrant)",
+            f"device backups (reached here by a search warrant on the backup's custodian, {BACKUP_WARRANT})",
         )
         + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
         "wiretap": _IMESSAGE_WIRETAP_INFERRED,
@@ -751,7 +751,7 @@ IMESSAGE = Profile(
         "look-ups came from (each a row of that log, which the FBI chart puts at a 2703(d) order: a subpoena "
         "does not get them), of the 25 days of look-ups handed over, not of the 30 Apple keeps",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
-        "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
+        f"the history is reached by a search warrant on the backup custodian ({BACKUP_WARRANT}), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
@@ -1191,7 +1191,7 @@ WIRE = Profile(
     assumptions={
         i.key: _WIRE_REALTIME if i.forward else _WIRE_LOOK_BACK
         for i in INSTRUMENTS.values()
-        if i.looks != "freeze" and i.key != "backup_warrant"
+        if i.looks != "freeze" and i.key not in NOT_ON_THE_RELAY
     },
     notes={
         # the whitepaper is not on the record (docs/record.md), which names the user's names, not the rest
@@ -1584,6 +1584,18 @@ def get_profile(name: str) -> Profile:
 # --- history: a provider as it was on a date ------------------------------------------------------
 
 
+# The ways the texts say that the record gives no day of a change ("the record gives the year", "the date is its
+# first day", "dated here from its first day", "not the day", "the day not on the record", "by the year only"): a
+# change naming its year or month (``Change.named``) says it by ``Change.when`` and keeps its own word in
+# ``Change.gives``, never in ``Change.what``, said after ``when`` (it would be said twice).
+_NO_DAY_SAID = re.compile(
+    r"\bthe record gives (?:the (?:year|month|years)\b|no (?:day|month)\b)|\b(?:the|its) first day is the date"
+    r"|\bthe date is (?:its|the) first day|\bthe first of it is the date|\bdated (?:here )?from (?:its|the) first day"
+    r"|\bnot the day\b|\bthe day (?:is )?not on the record|\b(?:the )?(?:year|month) only\b",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class Change:
     """One dated change to a provider's design or policy.
@@ -1616,7 +1628,8 @@ class Change:
     gives: str | None = None
     # the fields as said on a day inside ``named`` (its year, or its month), after ``effective``: the record does not
     # say whether the change came before that day, so what follows it there is the project's assumption (Signal's
-    # 2021 response to a search warrant, answered from on 2021-01-07)
+    # 2021 response to a search warrant, answered from on 2021-01-07). A callable rewrites the field as it is then
+    # instead (``_within_named``: each text naming the year or the month says so, John Chen's report of December 2015)
     within: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -1630,11 +1643,20 @@ class Change:
                 f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): within is said inside the year (month) "
                 "named, and needs one"
             )
-        if self.named is not None and "the record gives" in self.what:
+        if self.named is not None and (said := _NO_DAY_SAID.search(self.what)) is not None:
             raise ValueError(
                 f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): its word that the record gives no day "
-                "belongs in gives, not in what, which a disclosure says after when (said there already)"
+                f"({said.group()!r}) belongs in gives, not in what, which a disclosure says after when (said there "
+                "already)"
             )
+        unit = re.search(r"\bthe record gives the (year|month)\b", self.gives or "")
+        if unit is not None and self.named is not None:
+            named = "month" if _MONTH_CITED.fullmatch(self.named) else "year"
+            if unit.group(1) != named:
+                raise ValueError(
+                    f"change of {self.effective:%Y-%m-%d} ({self.what[:60]!r}…): gives says the record gives the "
+                    f"{unit.group(1)}, but named, {self.named!r}, is a {named}"
+                )
 
     def inside(self, day: date) -> bool:
         """Whether ``day`` is after ``effective`` but inside the year (the month) ``named``, which the record gives
@@ -2116,6 +2138,29 @@ def _named_later(said: str) -> Any:
     return rewrite
 
 
+def _within_named(said: str, whether: str) -> dict[str, Any]:
+    """``Change.within`` for a change to the record that the record dates by ``said`` alone, a year ("2013") or a month
+    with its year ("December 2015"): on a day inside it, after its first day, each text naming it says at its end that
+    the day is not on the record, so that ``whether`` (what came, cited by its source, and what rests on it) is not
+    known: "(December 2015: this month, the day not on the record: whether John Chen's report … came before this date
+    is not known, …)". A text that says the record gives the year (month) only says it there instead, once: "in 2013
+    (the record gives the year, not the day: whether India's acceptance … came before this date is not known)"."""
+    unit = "month" if _MONTH_CITED.fullmatch(said) else "year"
+    marker = f" ({said}: this {unit}, the day not on the record: whether {whether})"
+    gives = f"(the record gives the {unit}, not the day)"
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: rewrite(v) for k, v in value.items()}
+        if not isinstance(value, str) or said not in _named_alone(value) or f"whether {whether}" in value:
+            return value
+        if gives in value:
+            return value.replace(gives, f"{gives[:-1]}: whether {whether})")
+        return value + marker
+
+    return {f: rewrite for f in _TEXT_FIELDS}
+
+
 def _naming_of(said: str, values: list[Any]) -> str:
     """The first text in ``values`` (texts, or texts by key) naming ``said`` alone, as the source of its change."""
     for value in values:
@@ -2181,6 +2226,14 @@ def _dated_in(name: str, design: bool) -> list[Change]:
     ]
 
 
+# Inside December 2015, after its first day (HISTORY's date for John Chen's report), the record does not say whether
+# the report came before a disclosure's day: that the policy held then is the project's assumption, as before it.
+_BB_POLICY_WITHIN: Final = _within_named(
+    "December 2015",
+    "John Chen's report (the seed article) came before this date is not known, and that it was its policy on this "
+    "date is the project's assumption",
+)
+
 _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "bes": (
         Change(
@@ -2199,6 +2252,10 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="2013",
             gives="the record gives the year: the date is its first day",
+            within=_within_named(
+                "2013",
+                "India's acceptance (the record of BlackBerry in India) came before this date is not known",
+            ),
         ),
         Change(
             date(2015, 11, 30),
@@ -2224,6 +2281,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="December 2015",
             gives="the record gives the month, so the date is its first day",
+            within=_BB_POLICY_WITHIN,
         ),
         Change(
             date(2015, 12, 31),
@@ -2283,6 +2341,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="December 2015",
             gives="the record gives the month, so the date is its first day",
+            within=_BB_POLICY_WITHIN,
         ),
         Change(
             _CLEMENZA_REPORTED,
@@ -2300,6 +2359,10 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             record=True,
             named="April 2016",
             gives="the record gives the month: the date is its first day",
+            within=_within_named(
+                "April 2016",
+                "the reporting on Project Clemenza (R v. Mirarchi) came before this date is not known",
+            ),
         ),
     ),
     "imessage": (
@@ -2470,7 +2533,10 @@ def _as_of(profile: Profile, day: date, on: date, changes: tuple[Change, ...]) -
             profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
             rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
         elif change.within and change.inside(on if change.policy else day):
-            profile = replace(profile, **change.within)
+            profile = replace(
+                profile,
+                **{k: v(getattr(profile, k)) if callable(v) else v for k, v in change.within.items()},
+            )
     for (
         key,
         rewrite,
@@ -2577,6 +2643,12 @@ def _years_later(source: str, written: str, on: date) -> str:
         and first > on
         and (first.year, first.month) not in {(d.year, d.month) for d in days_later}
     ] + later
+    # each once: a year inside a range said to be later is said with it ("India 2010-2013 … in Mumbai (2012) … in
+    # 2013" in 2009: "(2010-2013 is after this date)", not "(2010-2013, 2012, 2013 are after this date)")
+    ranges = [(int(r.group(1)), int(r.group(2))) for r in map(_RANGE_CITED.fullmatch, later) if r is not None]
+    later = [
+        n for n in later if _RANGE_CITED.fullmatch(n) or not any(a <= int(n[-4:]) <= b for a, b in ranges)
+    ]
     if not later:
         return _this_year(source, on)
     return _this_year(

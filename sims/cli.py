@@ -518,6 +518,7 @@ def _disclose(args: argparse.Namespace) -> int:
 
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
+    from relaysim.relay.legal import BACKUP_WARRANT
     from relaysim.relay.profiles import profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads
@@ -526,15 +527,15 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
 
-    if args.process == "backup_warrant":
+    if args.process == BACKUP_WARRANT:
         # (it was served on the relay's desk: "Served on: the relay's operator", the profile's sources, and what the
         # relay holds, never the history a backup holds)
         raise CliError(
-            "--process backup_warrant: a search warrant on the backup custodian is served on the custodian of the "
+            f"--process {BACKUP_WARRANT}: a search warrant on the backup custodian is served on the custodian of the "
             "target's device backups (Apple for iCloud Backup, Google for Google Drive: relay/backup.py), not on "
             "the relay's operator, whose relay.db this reads; the backup is the history the phones held, which a "
             "finished run's relay.db does not keep. Put it in the scenario's timeline instead ([[events]] with "
-            'kind = "legal_process", process = "backup_warrant" and the target) and run it again with relaysim run: '
+            f'kind = "legal_process", process = "{BACKUP_WARRANT}" and the target) and run it again with relaysim run: '
             "the run's disclosures/ hold the custodian's answer"
         )
     db = Path(args.db)

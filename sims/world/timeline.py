@@ -29,6 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from relaysim.relay.backup import disclose_backup
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relaysim.relay.core import Tap
+from relaysim.relay.legal import BACKUP_WARRANT
 from relaysim.relay.profiles import Profile, profile_as_of
 from relaysim.sims.scenario import (
     DeviceOffline,
@@ -274,7 +275,7 @@ class Timeline:
                 **({"nondisclosure_order": order.nondisclosure} if order.nondisclosure else {}),
             }
         )
-        if order.process == "backup_warrant":
+        if order.process == BACKUP_WARRANT:
             self._serve_backup(order)
         elif order.instrument.looks == "freeze":
             assert order.target is not None

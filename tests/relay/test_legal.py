@@ -621,3 +621,52 @@ def test_the_desk_refuses_every_process_served_on_another_custodian(
         desk.serve(LegalProcess(name="o", process="search_warrant", target="nobody", served=0.0))
     finally:
         store.close()
+
+
+def test_the_backup_warrant_has_one_name_and_every_reference_to_it_is_a_process_the_desk_knows() -> None:
+    """ "backup_warrant" was spelled out in Profile.__post_init__, WIRE's assumptions, the desk, the timeline and the
+    CLI, beside NOT_ON_THE_RELAY: a misspelling in one of them would have let a profile, the desk or the timeline
+    treat the warrant on the backup's custodian as an order on the relay without any error. It has one name,
+    relay.legal.BACKUP_WARRANT: the name is an instrument's key, the processes served elsewhere are instruments, and
+    no module spells the name (or a near miss of it) out but its definition."""
+    import ast
+    import difflib
+
+    from relaysim.relay.legal import BACKUP_WARRANT
+    from relaysim.relay.profiles import NOT_ON_THE_RELAY
+
+    assert BACKUP_WARRANT in INSTRUMENTS and INSTRUMENTS[BACKUP_WARRANT].looks == "back"
+    assert BACKUP_WARRANT in NOT_ON_THE_RELAY and set(INSTRUMENTS) >= NOT_ON_THE_RELAY
+    root = Path(__file__).parents[2]
+    spelled = []
+    for package in ("relay", "sims", "clients"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            docstrings = {
+                id(n.body[0].value)
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                and n.body
+                and isinstance(n.body[0], ast.Expr)
+                and isinstance(n.body[0].value, ast.Constant)
+            }
+            for node in ast.walk(tree):
+                if (
+                    not isinstance(node, ast.Constant)
+                    or not isinstance(node.value, str)
+                    or id(node) in docstrings
+                ):
+                    continue
+                for word in re.findall(r"[a-z_]*back[a-z_]*", node.value):
+                    # every word like the name (a misspelling, "backup_warant", "back_up_warrant") is the name
+                    if difflib.SequenceMatcher(None, word, BACKUP_WARRANT).ratio() >= 0.8:
+                        spelled.append(f"{path.relative_to(root)}:{node.lineno}: {word}")
+    assert spelled == [
+        f"relay/legal.py:{_line_of('relay/legal.py', 'BACKUP_WARRANT: Final')}: {BACKUP_WARRANT}"
+    ], spelled
+
+
+def _line_of(path: str, start: str) -> int:
+    lines = (Path(__file__).parents[2] / path).read_text(encoding="utf-8").splitlines()
+    (line,) = [n for n, text in enumerate(lines, 1) if text.startswith(start)]
+    return line

@@ -1455,6 +1455,9 @@ def test_bes_assumptions_cite_nothing_later_than_the_order_unsaid(start: date) -
     assert "India accepted in 2013" in india, india
     if start < date(2013, 1, 1):
         assert "in 2013, after this date" in india and "gives the year" not in said, said
+    elif start.year == 2013:  # inside the year: whether it came before this date is not known
+        assert "(the record gives the year, not the day: whether India's acceptance" in india, india
+        assert "after this date" not in said, said
     else:
         assert "(the record gives the year, not the day)" in india and "after this date" not in said, said
 

@@ -618,9 +618,16 @@ def test_words_its_key_opens_before_the_policy_was_reported_say_the_report_is_la
         ": only its policy keeps them back (as reported in December 2015, after this date: that it was its policy on "
         "this date is the project's assumption)"
     ), why
-    # served after the report in a run set before it: the policy as reported, as today
-    served = profile_as_of("bbm-consumer", date(2015, 11, 29), served=date(2015, 12, 2))
+    # served after the report's month in a run set before it: the policy as reported, as today
+    served = profile_as_of("bbm-consumer", date(2015, 11, 29), served=date(2016, 1, 2))
     assert served.policy_later == "" and served.policy_name == get_profile("bbm-consumer").policy_name
+    # inside the report's month (the record gives no day of it): as reported, its day not known (Change.within)
+    inside = profile_as_of("bbm-consumer", date(2015, 11, 29), served=date(2015, 12, 2))
+    assert inside.policy_later == "" and inside.policy_name == (
+        f"{get_profile('bbm-consumer').policy_name} (December 2015: this month, the day not on the record: whether "
+        "John Chen's report (the seed article) came before this date is not known, and that it was its policy on "
+        "this date is the project's assumption)"
+    ), inside.policy_name
 
 
 # --- 18. a profile without a published policy gives a reason for every instrument -------------------------------------
@@ -1409,7 +1416,9 @@ def test_a_range_of_years_is_dated_by_its_first_year_and_a_run_inside_it_says_so
     (india,) = [
         s for s in sources_on(get_profile("bes"), date(2009, 6, 1)) if s.startswith("India 2010-2013")
     ]
-    assert india.endswith("(2010-2013, 2012, 2013 are after this date)"), india
+    assert india.endswith(  # the years inside the range said with it, once
+        "(2010-2013 is after this date)"
+    ), india
     (india,) = [
         s for s in sources_on(get_profile("bes"), date(2011, 6, 1)) if s.startswith("India 2010-2013")
     ]
@@ -1435,7 +1444,9 @@ def test_a_year_of_the_disclosures_own_whose_month_the_record_does_not_give_is_s
     ), notes
     # said once: a text that says the record gives the year only is not said again; a named month is no year alone
     accepted = profile_as_of("bes", date(2013, 1, 7)).jurisdiction_notes["in"]["ciphertext"]
-    assert "(the record gives the year, not the day)" in accepted and "this year" not in accepted, accepted
+    # (and, inside 2013, there that whether it came before this date is not known: Change.within)
+    assert "(the record gives the year, not the day: whether India's acceptance" in accepted, accepted
+    assert "this year" not in accepted, accepted
     rim = profile_as_of("bes", date(2010, 9, 1)).notes["content"]
     assert "RIM, August 2010" in rim and "this year" not in rim and "after this date" not in rim, rim
     # a year passed says nothing
@@ -1531,3 +1542,170 @@ def test_signal_answering_a_warrant_in_2021_from_its_2021_record_says_that_is_th
     (clemenza,) = [c for c in HISTORY["bbm-consumer"] if c.named == "April 2016"]
     assert clemenza.inside(date(2016, 4, 30)) and not clemenza.inside(date(2016, 5, 1))
     assert not clemenza.inside(date(2016, 3, 31))
+
+
+# --- 36. a record dated by its year or month: inside it, the texts resting on it say its day is not known ----------
+
+
+_WITHIN = [
+    # (profile, process, a date inside the named year or month, a date after it, what the texts then say)
+    (
+        "bes",
+        "telegraph_act_5_2",
+        "2013-06-01",
+        "2014-01-02",
+        "(the record gives the year, not the day: whether India's acceptance (the record of BlackBerry in India) "
+        "came before this date is not known)",
+    ),
+    (
+        "bes",
+        "court_order_2703d",
+        "2015-12-10",
+        "2016-01-02",
+        "(December 2015: this month, the day not on the record: whether John Chen's report (the seed article) came "
+        "before this date is not known, and that it was its policy on this date is the project's assumption)",
+    ),
+    (
+        "bbm-consumer",
+        "court_order_2703d",
+        "2015-12-20",
+        "2016-01-02",
+        "(December 2015: this month, the day not on the record: whether John Chen's report (the seed article) came "
+        "before this date is not known, and that it was its policy on this date is the project's assumption)",
+    ),
+    (
+        "bbm-consumer",
+        "ca_part_vi_authorization",
+        "2016-04-15",
+        "2016-05-02",
+        "(April 2016: this month, the day not on the record: whether the reporting on Project Clemenza (R v. "
+        "Mirarchi) came before this date is not known)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "process", "inside", "after", "said"), _WITHIN, ids=[w[0] + "-" + w[2] for w in _WITHIN]
+)
+def test_a_record_dated_by_its_year_or_month_says_inside_it_that_its_day_is_not_known(
+    name: str, process: str, inside: str, after: str, said: str
+) -> None:
+    """BES's India record (2013), John Chen's report (December 2015) and Project Clemenza's (April 2016) are dated
+    from the first day of the year (month) the record gives: a disclosure inside it, after that day, says the day is
+    not on the record, so whether the record came before the disclosure's day is not known (``Change.within``); one
+    after it says nothing of the kind."""
+    (change,) = [c for c in HISTORY[name] if c.within and c.inside(date.fromisoformat(inside))]
+    assert change.policy and not change.inside(date.fromisoformat(after))
+    (d,) = _serve(name, inside, process)
+    assert said in _said(d), _said(d)
+    (later,) = _serve(name, after, process)
+    assert "came before this date is not known" not in _said(later), _said(later)
+    # the same words in the disclosure as a whole, once per text
+    assert all(t.count(said) <= 1 for t in [*d.notes, *(why for _r, why in d.reasons.values())])
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "the record gives the year only",
+        "dated here from its first day",
+        "the date is its first day",
+        "the first of it is the date here",
+        "2021, not the day",
+        "the day not on the record",
+        "by the year only",
+        "The record gives no day",
+    ],
+)
+def test_a_change_naming_its_year_says_no_other_way_in_what_that_the_record_gives_no_day(said: str) -> None:
+    """Change refused "the record gives" in ``what`` and let the texts' other ways of saying the same through ("dated
+    here from its first day", "not the day", "by the year only"): a disclosure says ``what`` after ``when``, which
+    says it already (HISTORY's changes, and the ones dating the texts' years and months, are made on import)."""
+    from relaysim.relay.profiles import Change
+
+    with pytest.raises(ValueError, match=r"belongs in gives, not in what"):
+        Change(
+            date(2021, 1, 1),
+            f"a record of 2021 ({said})",
+            "a source, 2021",
+            {},
+            named="2021",
+            gives="the record gives the year: the date is its first day",
+        )
+    # the same words where the change names no year: its day is on the record (or the project's citation), said so
+    assert (
+        Change(date(2021, 1, 7), f"a record of 2021-01-07 ({said})", "a source, 2021-01-07", {}).named is None
+    )
+
+
+def test_a_changes_gives_says_the_unit_its_named_is() -> None:
+    """``gives`` says which the record gives, the year or the month: one saying the year of a month named (or the
+    month of a year) claims what ``named`` does not, and is refused."""
+    from relaysim.relay.profiles import Change
+
+    with pytest.raises(
+        ValueError, match=r"gives says the record gives the year, but named, 'April 2016', is a month"
+    ):
+        Change(
+            date(2016, 4, 1),
+            "a report",
+            "a source, April 2016",
+            {},
+            named="April 2016",
+            gives="the record gives the year: the date is its first day",
+        )
+    with pytest.raises(
+        ValueError, match=r"gives says the record gives the month, but named, '2013', is a year"
+    ):
+        Change(
+            date(2013, 1, 1),
+            "a record",
+            "a source, 2013",
+            {},
+            named="2013",
+            gives="the record gives the month",
+        )
+    for changes in HISTORY.values():  # HISTORY's own say the unit they name
+        for c in changes:
+            if c.named is not None and c.gives is not None and "the record gives the" in c.gives:
+                assert ("month" in c.gives) == bool(re.search(r"[A-Z][a-z]+ \d{4}", c.named)), c
+
+
+def test_a_range_said_to_be_later_is_said_without_the_years_inside_it() -> None:
+    """BES's source "India 2010-2013: … Mumbai (2012) … in 2013 …" in a run of 2009 said "(2010-2013, 2012, 2013 are
+    after this date)": the years inside the range were said twice. Each is said once, in every source and every text
+    of every profile, on every date."""
+    from relaysim.relay.profiles import sources_on
+
+    (india,) = [
+        s for s in sources_on(get_profile("bes"), date(2009, 6, 1)) if s.startswith("India 2010-2013")
+    ]
+    assert india.endswith(
+        "not BES; India accepted in 2013 that enterprise data must be obtained from the enterprise "
+        "(2010-2013 is after this date)"
+    ), india
+    group = re.compile(r"\(([^()]*) (?:is|are) after this date\)")
+    for name in PROFILES:
+        for year in range(2009, 2026):
+            on = date(year, 6, 1)
+            if PROFILES[name].not_yet(on) is not None:
+                continue
+            profile = profile_as_of(name, on)
+            texts = [
+                *sources_on(profile, on),
+                *(t for f in _TEXT_FIELDS for t in _texts(getattr(profile, f))),
+            ]
+            for text in texts:
+                for said in group.findall(text):
+                    named = [n.strip() for n in said.split(",")]
+                    ranges = [
+                        tuple(map(int, re.split("[-\u2013]", n)))
+                        for n in named
+                        if re.fullmatch(r"\d{4}[-\u2013]\d{4}", n)
+                    ]
+                    inside = [
+                        n
+                        for n in named
+                        if re.fullmatch(r"\d{4}", n) and any(a <= int(n) <= b for a, b in ranges)
+                    ]
+                    assert not inside, (name, on, text)
