@@ -1305,13 +1305,37 @@ def first_unread(
 ) -> int | None:
     """The line of the transcript (read_run reads an event a line) of the first event a view cannot read
     alone (``read`` raises one of ``errors`` for it: the teaching view's show_rows, or the HTML report's
-    timeline), or None if each can (what failed was two events together)."""
+    timeline); if each can (what fails is two events together, as a message's words and the
+    ``message_sent`` that says who wrote them), the line that completes the fault: the first n at which
+    the view cannot read ``events[:n]``, found by halving (the view reads O(log n) prefixes). None if the
+    view reads every event alone and all of them together (what failed was not this view)."""
     for n, event in enumerate(events, 1):
         try:
             read([event])
         except errors:
             return n
-    return None
+    if _reads(read, events, errors):
+        return None
+    good, bad = 0, len(events)  # the view reads events[:good] (none) and not events[:bad]
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if _reads(read, events[:mid], errors):
+            good = mid
+        else:
+            bad = mid
+    return bad
+
+
+def _reads(
+    read: Callable[[list[dict[str, Any]]], object],
+    events: list[dict[str, Any]],
+    errors: tuple[type[Exception], ...],
+) -> bool:
+    try:
+        read(events)
+    except errors:
+        return False
+    return True
 
 
 _LOUD = ("SERVED", "DISCLOSED", "WITHDRAWN", "GHOST", "KEY ESCROW", "GLOBAL KEY", "ESCROW KEY")

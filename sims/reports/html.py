@@ -1105,7 +1105,7 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     except _TIMELINE_ERRORS as exc:
         from relaysim.sims.report import first_unread, run_again, unread_reason
 
-        # the line of the one the timeline cannot read alone, if it is one
+        # the line of the one the timeline cannot read alone, or of the one completing a fault of two
         line = first_unread(events, lambda one: _timeline_rows(one, days), _TIMELINE_ERRORS)
         raise ReportError(
             f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read "

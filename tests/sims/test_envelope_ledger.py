@@ -549,6 +549,67 @@ def test_a_live_run_stops_the_relay_only_once_the_phones_acknowledgements_are_an
     assert people["delivered"] == people["sent"] == 2, people
 
 
+# A phone that reads a text and loses its network before its acknowledgement reaches the relay, and
+# stays offline to the end: ``%s`` is its offline window.
+_GONE = """
+[scenario]
+name = "gone"
+duration = "2m"
+seed = 5
+
+[defences]
+receipts = "off"
+
+[[people]]
+name = "amira"
+devices = [{ region = "pk", address = "203.0.113.24" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "ca", address = "198.51.100.77", offline = [[%s, "5m"]] }]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [{ at = "10s", from = "amira", text = "Read, then gone" }]
+"""
+
+
+def test_both_drivers_count_an_envelope_read_by_a_phone_gone_before_its_acknowledgement_as_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ben reads the text, then goes offline before his acknowledgement reaches the relay, and is offline
+    at the end: the relay still holds the envelope. The simulated run (the reference) counts it unread, not
+    delivered, whatever the phone read (message_received): its ledger is the relay's (an envelope is
+    delivered once the relay has its acknowledgement; what it still holds at the end is unread). The live
+    run counts it so too (its phone keeps the acknowledgement to write after its next login, which never
+    comes): one run counted one way by both drivers."""
+    from relaysim.clients import net
+
+    read_at = (
+        Simulation(parse_scenario(_GONE % '"100s"', source="gone.toml")).run().messages[0].delivered["ben/1"]
+    )
+    # offline a millisecond after reading: the acknowledgement is still on its way
+    simulated = Simulation(parse_scenario(_GONE % (read_at + 0.001), source="gone.toml")).run()
+    assert simulated.messages[0].delivered["ben/1"] == read_at
+    assert simulated.queued_at_end == 1
+    gone = {**dict.fromkeys(ENVELOPE_FATES, 0), "sent": 1, "unread": 1}
+    assert simulated.envelopes_by_device["ben/1"] == gone
+
+    write = net.DeviceConnection._write
+
+    async def ben_writes_late(self: Any, stream: Any, data: bytes) -> None:
+        if self._name.startswith("ben."):
+            await trio.sleep(0.1)  # 5 simulated seconds: his acknowledgement unwritten when he goes offline
+        await write(self, stream, data)
+
+    monkeypatch.setattr(net.DeviceConnection, "_write", ben_writes_late)
+    live = _live(parse_scenario(_GONE % '"12s"', source="gone.toml"), tmp_path, 0.02)
+    events = list(live.messages[0].delivered.items())
+    assert [name for name, _t in events] == ["ben/1"] and events[0][1] < 12, live.messages
+    assert live.queued_at_end == 1
+    assert live.envelopes_by_device["ben/1"] == gone, live.envelopes_by_device
+
+
 class _AgencyUnread(Simulation):
     """A run in which the agency's device (a ghost) does not read the first planned message it decrypts,
     as its agent would report it: ``how`` "failed" (``Undecryptable``, it did not open), "refused"

@@ -2214,3 +2214,43 @@ def test_a_copy_of_a_store_and_its_log_that_cannot_be_written_is_not_blamed_on_t
     said = str(exc.value)
     assert said.startswith(f"{run / 'relay.db'}: cannot copy it to {folder} to read it (relay.db-wal"), said
     assert "cannot read it" not in said, said
+
+
+def test_first_unread_names_the_line_completing_a_fault_no_event_makes_alone(tf_run: Path) -> None:
+    """A ``message_sent`` whose sender is a number of more digits than Python writes (a direct caller's
+    events; read_run refuses it) is read alone by show_rows, which only notes who sent the message, and
+    its ``message_accepted`` alone too (no sender known: "?"); together the row writes the sender and
+    fails. first_unread returned None (no event fails alone), the error named no line; now it names the
+    accepted message's line, the one completing the fault, reading O(log n) prefixes."""
+    from relaysim.sims.report import _UNREAD_ERRORS, first_unread, read_run, show_rows
+
+    events, _summary = read_run(tf_run)
+    sent = next(i for i, e in enumerate(events) if e["kind"] == "message_sent")
+    message = events[sent]["message"]
+    events[sent] = {**events[sent], "from": 10**5000}
+    accepted = next(
+        i for i, e in enumerate(events) if e["kind"] == "message_accepted" and e["message"] == message
+    )
+    assert sent < accepted
+    with pytest.raises(ValueError):
+        show_rows(events)
+    for e in events:
+        show_rows([e])  # each alone reads
+    reads: list[int] = []
+
+    def view(some: list[dict[str, Any]]) -> object:
+        reads.append(len(some))
+        return show_rows(some)
+
+    assert first_unread(events, view, _UNREAD_ERRORS) == accepted + 1
+    prefixes = [n for n in reads if n > 1]
+    assert len(prefixes) <= 2 + len(events).bit_length()  # halving, not a prefix a line
+    with pytest.raises(ValueError):
+        show_rows(events[: accepted + 1])
+    show_rows(events[:accepted])
+    # a single event that fails alone is still the answer, before any pair
+    broken = [*events[:3], {**events[3], "kind": "message_lost"}, *events[4:]]
+    broken[3].pop("message", None)
+    assert first_unread(broken, show_rows, _UNREAD_ERRORS) == 4
+    # and a view that reads them all names no line
+    assert first_unread(events, lambda some: None, _UNREAD_ERRORS) is None
