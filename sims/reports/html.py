@@ -497,9 +497,12 @@ def _orders(run: Path, days: bool) -> str:
     if not files:
         return "<p>No legal order was served in this run.</p>"
     orders = [(f, _load(f, run)) for f in files]
+    from relaysim.sims.report import disclosure_problem
+
     for f, d in orders:
-        if not isinstance(d, dict):
-            raise ReportError(f"{f}: expected a disclosure (a JSON object), got {type(d).__name__}")
+        problem = disclosure_problem(d)
+        if problem is not None:
+            raise ReportError(f"{f}: {problem}{_again(run)}")
     orders.sort(key=lambda fd: (fd[1].get("served") if finite_number(fd[1].get("served")) else 0, fd[0].name))
     from relaysim.sims.report import run_calendar
 

@@ -319,6 +319,46 @@ def test_a_file_of_the_run_report_cannot_read_names_the_command_that_makes_it_ag
     assert "--force;" not in str(exc.value) and "again with --force" not in str(exc.value)
 
 
+@pytest.mark.parametrize("analysed", [False, True])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"provided": 5}, "provided: expected an object of categories, as relaysim writes, got 5"),
+        ({"not_provided": {"bogus": {}}}, "not_provided: 'bogus' is no reason relaysim gives"),
+        ({"response": None}, "response: expected one of complied, refused, challenged, withdrawn, got None"),
+    ],
+)
+def test_a_malformed_disclosure_is_one_report_error_with_or_without_analyze_pages(
+    run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, object],
+    field: str,
+    analysed: bool,
+) -> None:
+    """A run's folder without analysis/ has its analyses computed as report reads it
+    (sims.analysis.view.from_disclosure): a malformed disclosure raised AnalysisInputError from
+    write_report, without the command that makes the run again, where the same file in a folder
+    relaysim analyze had written pages in was a ReportError. Both are one ReportError naming the file
+    and the field (sims.report.disclosure_problem's words), and relaysim report says it in one line."""
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    if analysed:
+        assert main(["analyze", str(folder)]) == 0
+        capsys.readouterr()
+    else:
+        shutil.rmtree(folder / "analysis", ignore_errors=True)
+    f = folder / "disclosures" / "warrant-ben.json"
+    f.write_text(json.dumps({**json.loads(f.read_text(encoding="utf-8")), **change}), encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        write_report(folder)
+    said = str(exc.value)
+    assert said.startswith(f"{f}: {field}"), said
+    assert said.endswith(f"; run it again with: relaysim run NAME --seed 7 --out {folder} --force"), said
+    assert main(["report", str(folder)]) == 2
+    assert capsys.readouterr().err == f"relaysim report: {said}\n"
+
+
 def test_run_report_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tf"
     assert main(["run", "two-friends", "--out", str(out), "--quiet", "--report"]) == 0
