@@ -540,10 +540,17 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
         pages = {f.stem: _load(f, run, again) for f in sorted(folder.glob("*.json"))}
         _directory_since(run, folder, pages)
         return pages
+    from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import as_written, compute_analyses
 
-    # (relaysim analyze's own path: the run's directory.json read, and its transcript, as it reads them)
-    return {name: as_written(data) for name, (_a, data) in compute_analyses(run).items()}
+    # (relaysim analyze's own path: the run's directory.json read, and its transcript, as it reads them;
+    # what it cannot read is a ReportError, as every other file of the run report reads: a malformed
+    # disclosure raised AnalysisInputError, without the advice, from write_report)
+    try:
+        computed = compute_analyses(run)
+    except AnalysisInputError as exc:
+        raise ReportError(f"{exc}{_again(run)}") from None
+    return {name: as_written(data) for name, (_a, data) in computed.items()}
 
 
 def _directory_since(run: Path, folder: Path, pages: dict[str, Any]) -> None:
