@@ -675,7 +675,10 @@ _SCHEMAS: dict[int, dict[str, list[str]]] = {}
 def _expected_schema(version: int) -> dict[str, list[str]]:
     """The tables, and each one's columns, that the first ``version`` migrations make (run once per
     process on an empty database in memory); nothing known for a step not among this module's own
-    (one a test added)."""
+    (one a test added). A version below 0 is no relaysim's: refused here, not read as
+    ``MIGRATIONS[:version]`` (all the steps but the last ones) by a caller that forgot to guard."""
+    if version < 0:
+        raise ValueError(f"schema version {version}: no relaysim's (its versions are 0 and up)")
     steps = tuple(MIGRATIONS[:version])
     if steps != _RELEASED[:version]:
         return {}
