@@ -1202,9 +1202,14 @@ def render_report(run: Path) -> str:
             sub = run / p
             if (sub / "summary.json").is_file():
                 slug = _id(p)  # in the page's ids, hrefs and data- attributes
+                own = _load(sub / "summary.json", run)
+                if not isinstance(own, dict):  # (a list: AttributeError to the last-resort handler)
+                    raise ReportError(
+                        f"{sub / 'summary.json'}: expected a JSON object, got {type(own).__name__}{_again(run)}"
+                    )
                 sections += [
                     (f"{slug}-{sid}", f"{p}: {title}", content)
-                    for sid, title, content in _single_sections(sub, _load(sub / "summary.json"), f"{slug}-")
+                    for sid, title, content in _single_sections(sub, own, f"{slug}-")
                 ]
     else:
         sections = _single_sections(run, summary)

@@ -255,6 +255,26 @@ def test_a_comparisons_profile_name_never_leads_outside_its_folder(tmp_path: Pat
     assert "a plain name" in str(exc.value) and repr(name) in str(exc.value)
 
 
+def test_a_comparisons_profile_summary_that_is_no_object_is_a_report_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A profile's summary.json in a comparison that is JSON but no object (a list) reached the
+    last-resort handler as AttributeError ("internal error ... a bug in relaysim"); it is refused as
+    the comparison's own summary.json is, naming the file, with the command that makes the run again."""
+    toml = tmp_path / "g.toml"
+    toml.write_text(GHOSTS_SIDE_BY_SIDE, encoding="utf-8")
+    run = tmp_path / "g"
+    run_to_dir(load_scenario(toml), run)
+    (run / "whatsapp" / "summary.json").write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        render_report(run)
+    said = str(exc.value)
+    assert said.startswith(f"{run / 'whatsapp' / 'summary.json'}: expected a JSON object, got list; "), said
+    assert said.endswith(f"run it again with: relaysim run NAME --seed 5 --out {run} --force"), said
+    assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err == f"relaysim report: {said}\n"
+
+
 def test_a_comparisons_order_name_never_leads_outside_its_folder(tmp_path: Path) -> None:
     """comparison.json's order names named the disclosure each outcome is checked against,
     ``PROFILE/disclosures/NAME.json``: a hand-edited ``../../../x`` read ``x.json`` outside the run."""
