@@ -538,6 +538,12 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
         pages = {f.stem: _load(f, run, again) for f in sorted(folder.glob("*.json"))}
+        for stem, page in pages.items():  # (a list: "holds a page … (AttributeError(…))", no file named)
+            if not isinstance(page, dict):
+                raise ReportError(
+                    f"{folder / (stem + '.json')}: expected an analysis page (a JSON object), got "
+                    f"{type(page).__name__}; {again}"
+                )
         _directory_since(run, folder, pages)
         return pages
     from relaysim.sims.analysis.view import AnalysisInputError

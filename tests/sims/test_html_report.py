@@ -379,6 +379,21 @@ def test_a_malformed_disclosure_is_one_report_error_with_or_without_analyze_page
     assert capsys.readouterr().err == f"relaysim report: {said}\n"
 
 
+def test_an_analysis_page_that_is_no_object_is_named(run: Path, tmp_path: Path) -> None:
+    """An analysis/NAME.json that is JSON but no object was said as "analysis holds a page this
+    version of relaysim does not read (AttributeError(...))", naming neither the file nor what it is."""
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    assert main(["analyze", str(folder)]) == 0
+    (folder / "analysis" / "relay.json").write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        render_report(folder)
+    assert str(exc.value) == (
+        f"{folder / 'analysis' / 'relay.json'}: expected an analysis page (a JSON object), got list; "
+        f"write it again with: relaysim analyze {folder}"
+    )
+
+
 def test_run_report_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tf"
     assert main(["run", "two-friends", "--out", str(out), "--quiet", "--report"]) == 0
