@@ -615,7 +615,7 @@ def disclosure_problem(data: object) -> str | None:
     if data.get("target") is not None and not isinstance(data["target"], str):
         return f"target: expected an account name or null, got {brief(data['target'])}"
     if data.get("served") is not None and not finite_number(data["served"]):
-        return f"served: expected a time in seconds, got {brief(data['served'])}"
+        return f"served: expected a time in seconds, got {json.dumps(data['served'])[:40]}"
     responses = ", ".join(RESPONSES)
     if data.get("response") not in RESPONSES:
         return f"response: expected one of {responses}, got {brief(data.get('response'))}"

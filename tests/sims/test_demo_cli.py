@@ -249,7 +249,7 @@ def test_demo_comparison_refuses_a_summary_or_an_order_entry_it_cannot_read_nami
             ": not_provided.not_retained.contacts: expected a string, got 5",
         ),
         ({"response": 5}, ": response: expected one of complied, refused, challenged, withdrawn, got 5"),
-        ({"served": "noon"}, ": served: expected a time in seconds, got 'noon'"),
+        ({"served": "noon"}, ': served: expected a time in seconds, got "noon"'),
     ],
 )
 def test_demo_comparison_refuses_a_disclosure_it_cannot_read_naming_the_file_and_field(
