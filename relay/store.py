@@ -58,6 +58,7 @@ __all__ = [
     "DeviceFacts",
     "DeviceRecord",
     "GroupMemberRecord",
+    "SchemaCopyNote",
     "Store",
     "StoreError",
     "StoredEnvelope",
@@ -70,6 +71,19 @@ __all__ = [
 
 class StoreError(Exception):
     """The database cannot be used by this relay (e.g. its schema is newer)."""
+
+
+class SchemaCopyNote(UserWarning):
+    """A note that a store is copied, with its write-ahead log, to read its schema version and
+    tables (:func:`schema_version_of`, :func:`refuse_another_schema`), and why: a store of a run
+    stopped uncleanly, checked before relaysim analyze or report reads it (which copies it again,
+    and says so: sims.analysis.view.StoreCopyNote). The relaysim command says it on stderr as
+    ``relaysim COMMAND: note: ...``; elsewhere, a warning as Python shows one."""
+
+
+# Above this many bytes (the store and its log together), the copy made to read its schema is said
+# (SchemaCopyNote) before it is made: a store of a long run, copied with no word, looked like a hang.
+COPY_NOTE_BYTES = 100 * 1024 * 1024
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -589,6 +603,7 @@ def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str] | None] |
         with tempfile.TemporaryDirectory(prefix="relaysim-schema-") as folder:
             uri = f"{db.as_uri()}?mode=ro&immutable=1"
             if logged:  # (what the store wrote last may be in the log alone: its schema's version too)
+                _say_schema_copy(db, folder)
                 shutil.copyfile(db, os.path.join(folder, "relay.db"))
                 shutil.copyfile(f"{db}-wal", os.path.join(folder, "relay.db-wal"))
                 uri = f"{Path(folder, 'relay.db').as_uri()}?mode=ro"
@@ -609,6 +624,24 @@ def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str] | None] |
     except (sqlite3.Error, OSError):
         return None
     return (version, tables) if isinstance(version, int) else None
+
+
+def _say_schema_copy(db: os.PathLike[str], folder: str) -> None:
+    """A SchemaCopyNote if ``db`` and its log together are more than COPY_NOTE_BYTES, before they
+    are copied into ``folder`` to read the schema (the copy was silent, the one read after said)."""
+    import warnings
+
+    try:
+        size = os.stat(db).st_size + os.stat(f"{os.fspath(db)}-wal").st_size
+    except OSError:
+        return
+    if size > COPY_NOTE_BYTES:
+        warnings.warn(
+            f"{db}: relay.db-wal beside it is not empty: the run was stopped before its store was closed; "
+            f"copying it and its log ({size / 1e6:,.0f} MB) to read its schema version, in {folder}",
+            SchemaCopyNote,
+            stacklevel=4,
+        )
 
 
 def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
@@ -675,7 +708,10 @@ _SCHEMAS: dict[int, dict[str, list[str]]] = {}
 def _expected_schema(version: int) -> dict[str, list[str]]:
     """The tables, and each one's columns, that the first ``version`` migrations make (run once per
     process on an empty database in memory); nothing known for a step not among this module's own
-    (one a test added)."""
+    (one a test added). A version below 0 is no relaysim's: refused here, not read as
+    ``MIGRATIONS[:version]`` (all the steps but the last ones) by a caller that forgot to guard."""
+    if version < 0:
+        raise ValueError(f"schema version {version}: no relaysim's (its versions are 0 and up)")
     steps = tuple(MIGRATIONS[:version])
     if steps != _RELEASED[:version]:
         return {}

@@ -346,7 +346,8 @@ def _report(args: argparse.Namespace) -> int:
     _no_pipes(out)
     from relaysim.sims.reports.html import relay_stores_read
 
-    _newer_store(out, "report", relay_stores_read(out))
+    with _run_folder_warnings("report"):  # (a store copied to read its schema: said as it is)
+        _newer_store(out, "report", relay_stores_read(out))
     try:
         with _run_folder_warnings("report"):
             path = write_report(out)
@@ -486,22 +487,27 @@ def _show(args: argparse.Namespace) -> int:
 def _run_folder_warnings(command: str) -> Iterator[None]:
     """Within it, a run folder whose files disagree (sims.report.RunFolderWarning) is a line on
     stderr, ``relaysim COMMAND: warning: ...``, each time it is found, and a store copied before it
-    is read (sims.analysis.view.StoreCopyNote) ``relaysim COMMAND: note: ...``, as the copy starts;
+    is read (sims.analysis.view.StoreCopyNote), or to read its schema version (relay.store.SchemaCopyNote),
+    ``relaysim COMMAND: note: ...``, as the copy starts;
     other warnings as Python shows them."""
     import warnings
 
+    from relaysim.relay.store import SchemaCopyNote
     from relaysim.sims.analysis.view import StoreCopyNote
     from relaysim.sims.report import RunFolderWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", RunFolderWarning)
         warnings.simplefilter("always", StoreCopyNote)
+        warnings.simplefilter("always", SchemaCopyNote)
         shown = warnings.showwarning
 
         def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
             if issubclass(category, RunFolderWarning):
                 print(f"relaysim {command}: warning: {message}", file=sys.stderr)
-            elif issubclass(category, StoreCopyNote):  # (a store of hundreds of MB: said before it is copied)
+            elif issubclass(
+                category, (StoreCopyNote, SchemaCopyNote)
+            ):  # (a store of hundreds of MB: said before it is copied)
                 print(f"relaysim {command}: note: {message}", file=sys.stderr, flush=True)
             else:
                 shown(message, category, *rest, **kw)
@@ -641,7 +647,8 @@ def _disclose(args: argparse.Namespace) -> int:
     ]
     keys = [k for k, since in held if since is None]
     try:  # (a newer store, another program's database, an empty one: in the words analyze gives)
-        refuse_another_schema(db, older=False, empty=True, advice=_RUN_STORE_ADVICE)
+        with _run_folder_warnings("disclose"):  # (a store copied to read its schema: said as it is)
+            refuse_another_schema(db, older=False, empty=True, advice=_RUN_STORE_ADVICE)
     except StoreError as exc:
         # (it says what the file is: "cannot open it as a relay store: …, not a relay store" said it twice)
         raise CliError(f"--db {exc}") from None
@@ -855,7 +862,8 @@ def _analyze(args: argparse.Namespace) -> int:
         problem = run_subfolder_problem(out, name)
         if problem is not None:
             raise CliError(problem)
-    _newer_store(out, "analyze", [out / "relay.db"])  # (--as-seen too: kept_beside_seen)
+    with _run_folder_warnings("analyze"):  # (--as-seen too: kept_beside_seen; a copy for its schema said)
+        _newer_store(out, "analyze", [out / "relay.db"])
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import RunFolderError, run_disagreements
 

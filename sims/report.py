@@ -85,6 +85,7 @@ __all__ = [
     "RunFolderError",
     "RunFolderWarning",
     "disclosure_json",
+    "disclosure_problem",
     "make_run_command",
     "order_outcome",
     "outputs_written",
@@ -596,6 +597,56 @@ def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
 def disclosure_json(d: Disclosure) -> dict[str, Any]:
     """A disclosure as written to ``disclosures/NAME.json`` (before scoring)."""
     return dict(_round(d.to_json()))
+
+
+def disclosure_problem(data: object) -> str | None:
+    """What keeps ``data``, a ``disclosures/NAME.json`` read back, from being a disclosure as
+    :func:`disclosure_json` writes it, as ``field: expected …, got …`` (the fields the readers of the
+    file use: the HTML report's orders, the demo's comparison); None if it is one. Each reader says it
+    of the file, with its own error class and advice: an edited or foreign file raised a KeyError or
+    TypeError to the last-resort handler, or was shown with a repr of one."""
+    from relaysim.relay.legal import REASONS, RESPONSES
+
+    if not isinstance(data, dict):
+        return f"expected a disclosure (a JSON object), got {type(data).__name__}"
+    for key in ("name", "process"):
+        if not isinstance(data.get(key), str):
+            return f"{key}: expected a string, got {brief(data.get(key))}"
+    if data.get("target") is not None and not isinstance(data["target"], str):
+        return f"target: expected an account name or null, got {brief(data['target'])}"
+    if data.get("served") is not None and not finite_number(data["served"]):
+        return f"served: expected a time in seconds, got {json.dumps(data['served'])[:40]}"
+    responses = ", ".join(RESPONSES)
+    if data.get("response") not in RESPONSES:
+        return f"response: expected one of {responses}, got {brief(data.get('response'))}"
+    history = data.get("history")
+    if history is not None and not isinstance(history, list):
+        return f"history: expected a list of the demand's responses, got {brief(history)}"
+    for i, h in enumerate(history or []):
+        if not isinstance(h, dict) or h.get("response") not in RESPONSES:
+            got = brief(h.get("response")) if isinstance(h, dict) else brief(h)
+            return f"history[{i}].response: expected one of {responses}, got {got}"
+    provided = data.get("provided")
+    if not isinstance(provided, dict):
+        return f"provided: expected an object of categories, as relaysim writes, got {brief(provided)}"
+    for category, rows in provided.items():
+        if not isinstance(rows, list):
+            return f"provided.{category}: expected a list of rows, got {brief(rows)}"
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                return f"provided.{category}[{i}]: expected an object, got {brief(row)}"
+    not_provided = data.get("not_provided")
+    if not isinstance(not_provided, dict):
+        return f"not_provided: expected an object of reason → category → why, got {brief(not_provided)}"
+    for reason, why in not_provided.items():
+        if reason not in REASONS:
+            return f"not_provided: {brief(reason)} is no reason relaysim gives (expected one of {', '.join(REASONS)})"
+        if not isinstance(why, dict):
+            return f"not_provided.{reason}: expected an object of category → why, got {brief(why)}"
+        for category, words in why.items():
+            if not isinstance(words, str):
+                return f"not_provided.{reason}.{category}: expected a string, got {brief(words)}"
+    return None
 
 
 def write_disclosures(
@@ -1714,6 +1765,7 @@ def render_demo_comparison(
         "",
     ]
     names: list[str] = []  # every order, on whichever operators it was served
+    named: dict[str, str] = {}  # each order's name → the summary's field that first named it
     for profile in profiles:
         summary_file = out / profile / "summary.json"
         summary = _read_json(summary_file, out)
@@ -1742,18 +1794,30 @@ def render_demo_comparison(
                 raise RunFolderError(f"{summary_file}: disclosures[{i}].name: {problem}; {run_again(out)}")
             if o["name"] not in names:
                 names.append(o["name"])
+                named[o["name"]] = f"{summary_file}: disclosures[{i}].name"
 
     def load(profile: str, name: str) -> dict[str, Any] | None:
         path = out / profile / "disclosures" / f"{name}.json"
         if not path.exists():  # served on the other operators only
             return None
-        data: dict[str, Any] = loads(read_run_text(path))
-        return data
+        # (not JSON, a field of another type, a reason relaysim never gives: a JSONDecodeError,
+        # KeyError or TypeError reached the last-resort handler; checked as the report checks it)
+        data = _read_json(path, out)
+        problem = disclosure_problem(data)
+        if problem is not None:
+            raise RunFolderError(f"{path}: {problem}; {run_again(out)}")
+        return cast(dict[str, Any], data)
 
     def head_of(name: str) -> dict[str, Any]:
-        return next(d for d in (load(p, name) for p in profiles) if d is not None)
+        head = next((d for d in (load(p, name) for p in profiles) if d is not None), None)
+        if head is None:  # (StopIteration reached the last-resort handler)
+            raise RunFolderError(
+                f"{named[name]}: {brief(name)} names no disclosure: no profile's disclosures/ holds "
+                f"{name}.json; {run_again(out)}"
+            )
+        return head
 
-    for name in sorted(names, key=lambda n: head_of(n)["served"]):
+    for name in sorted(names, key=lambda n: head_of(n).get("served") or 0):
         head = head_of(name)
         parts.append(f"{name} — {head['process'].replace('_', ' ')} on {head['target'] or 'everyone'}:")
         rows: list[tuple[str, str]] = []

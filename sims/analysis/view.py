@@ -416,8 +416,12 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
             data = loads(read_run_text(p))
         except (OSError, ValueError) as exc:
             raise AnalysisInputError(f"{p}: cannot read it as a disclosure (JSON): {exc}") from None
-    if not isinstance(data, Mapping) or not isinstance(data.get("provided"), Mapping):
-        raise AnalysisInputError(f"{p}: provided: expected an object of categories, as relaysim writes")
+    if not isinstance(data, Mapping):
+        raise AnalysisInputError(f"{p}: expected a disclosure (a JSON object), got {type(data).__name__}")
+    if not isinstance(data.get("provided"), Mapping):
+        raise AnalysisInputError(
+            f"{p}: provided: expected an object of categories, as relaysim writes, got {brief(data.get('provided'))}"
+        )
     target = data.get("target")
     if target is not None and not isinstance(target, str):
         raise AnalysisInputError(f"{p}: target: expected an account name or null, got {brief(target)}")

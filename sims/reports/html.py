@@ -497,9 +497,12 @@ def _orders(run: Path, days: bool) -> str:
     if not files:
         return "<p>No legal order was served in this run.</p>"
     orders = [(f, _load(f, run)) for f in files]
+    from relaysim.sims.report import disclosure_problem
+
     for f, d in orders:
-        if not isinstance(d, dict):
-            raise ReportError(f"{f}: expected a disclosure (a JSON object), got {type(d).__name__}")
+        problem = disclosure_problem(d)
+        if problem is not None:
+            raise ReportError(f"{f}: {problem}{_again(run)}")
     orders.sort(key=lambda fd: (fd[1].get("served") if finite_number(fd[1].get("served")) else 0, fd[0].name))
     from relaysim.sims.report import run_calendar
 
@@ -535,12 +538,25 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
         pages = {f.stem: _load(f, run, again) for f in sorted(folder.glob("*.json"))}
+        for stem, page in pages.items():  # (a list: "holds a page … (AttributeError(…))", no file named)
+            if not isinstance(page, dict):
+                raise ReportError(
+                    f"{folder / (stem + '.json')}: expected an analysis page (a JSON object), got "
+                    f"{type(page).__name__}; {again}"
+                )
         _directory_since(run, folder, pages)
         return pages
+    from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import as_written, compute_analyses
 
-    # (relaysim analyze's own path: the run's directory.json read, and its transcript, as it reads them)
-    return {name: as_written(data) for name, (_a, data) in compute_analyses(run).items()}
+    # (relaysim analyze's own path: the run's directory.json read, and its transcript, as it reads them;
+    # what it cannot read is a ReportError, as every other file of the run report reads: a malformed
+    # disclosure raised AnalysisInputError, without the advice, from write_report)
+    try:
+        computed = compute_analyses(run)
+    except AnalysisInputError as exc:
+        raise ReportError(f"{exc}{_again(run)}") from None
+    return {name: as_written(data) for name, (_a, data) in computed.items()}
 
 
 def _directory_since(run: Path, folder: Path, pages: dict[str, Any]) -> None:
@@ -1192,9 +1208,14 @@ def render_report(run: Path) -> str:
             sub = run / p
             if (sub / "summary.json").is_file():
                 slug = _id(p)  # in the page's ids, hrefs and data- attributes
+                own = _load(sub / "summary.json", run)
+                if not isinstance(own, dict):  # (a list: AttributeError to the last-resort handler)
+                    raise ReportError(
+                        f"{sub / 'summary.json'}: expected a JSON object, got {type(own).__name__}{_again(run)}"
+                    )
                 sections += [
                     (f"{slug}-{sid}", f"{p}: {title}", content)
-                    for sid, title, content in _single_sections(sub, _load(sub / "summary.json"), f"{slug}-")
+                    for sid, title, content in _single_sections(sub, own, f"{slug}-")
                 ]
     else:
         sections = _single_sections(run, summary)

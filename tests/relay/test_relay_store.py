@@ -141,6 +141,16 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("version", [-1, -(2**31)])
+def test_the_expected_schema_of_a_negative_version_is_refused_by_itself(version: int) -> None:
+    """_expected_schema(-1) read MIGRATIONS[:-1], every step but the last, as version -1's tables:
+    its callers guarded against it, it did not. It refuses one itself, naming the version."""
+    with pytest.raises(ValueError, match=rf"^schema version {version}: no relaysim's"):
+        store_module._expected_schema(version)
+    assert "accounts" in store_module._expected_schema(SCHEMA_VERSION)  # (0 and up: read as before)
+    assert store_module._expected_schema(0) == {}
+
+
+@pytest.mark.parametrize("version", [-1, -(2**31)])
 @pytest.mark.parametrize("content", ["empty", "notes", "a relay store"])
 def test_a_negative_schema_version_is_refused_untouched_as_the_readers_refuse_it(
     tmp_path: Path, version: int, content: str

@@ -232,6 +232,69 @@ def test_demo_comparison_refuses_a_summary_or_an_order_entry_it_cannot_read_nami
         assert said.endswith(f"run it again with: relaysim run pakistan-2015 --out {out} --force"), said
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ("{", "is not valid JSON (Expecting property name"),
+        ("", "is not valid JSON (Expecting value"),
+        ("[1]", ": expected a disclosure (a JSON object), got list"),
+        ({"provided": 5}, ": provided: expected an object of categories, as relaysim writes, got 5"),
+        ({"provided": {"content": "x"}}, ": provided.content: expected a list of rows, got 'x'"),
+        (
+            {"not_provided": {"bogus": {"content": "why"}}},
+            ": not_provided: 'bogus' is no reason relaysim gives",
+        ),
+        (
+            {"not_provided": {"not_retained": {"contacts": 5}}},
+            ": not_provided.not_retained.contacts: expected a string, got 5",
+        ),
+        ({"response": 5}, ": response: expected one of complied, refused, challenged, withdrawn, got 5"),
+        ({"served": "noon"}, ': served: expected a time in seconds, got "noon"'),
+    ],
+)
+def test_demo_comparison_refuses_a_disclosure_it_cannot_read_naming_the_file_and_field(
+    tmp_path: Path, change: str | dict[str, Any], field: str
+) -> None:
+    """render_demo_comparison read each disclosure unchecked: a file that is no JSON, a field of
+    another type, a reason relaysim never gives (REASON_LABELS[reason]) raised JSONDecodeError,
+    TypeError or KeyError to the last-resort handler. Each is a RunFolderError naming the file and
+    the field, in the words the HTML report gives (sims.report.disclosure_problem), with the command
+    that makes the run again."""
+    from relaysim.sims.report import RunFolderError, render_demo_comparison
+
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    f = out / "bes" / "disclosures" / "court-order-saima.json"
+    if isinstance(change, dict):
+        change = json.dumps({**json.loads(f.read_text(encoding="utf-8")), **change})
+    f.write_text(change, encoding="utf-8")
+    with pytest.raises(RunFolderError) as exc:
+        render_demo_comparison(out, ["bes", "bbm-consumer"])
+    said = str(exc.value)
+    assert said.startswith(f"{f}{' ' if field[0] != ':' else ''}{field}"), said
+    assert said.endswith(f"run it again with: relaysim run pakistan-2015 --out {out} --force"), said
+
+
+def test_demo_comparison_refuses_an_order_whose_disclosure_no_profile_holds(tmp_path: Path) -> None:
+    """An order summary.json names whose disclosures/NAME.json no profile's folder holds raised
+    StopIteration to the last-resort handler; it is a RunFolderError naming the summary's field."""
+    from relaysim.sims.report import RunFolderError, render_demo_comparison
+
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "bes" / "summary.json").read_text(encoding="utf-8"))
+    i = [o["name"] for o in summary["disclosures"]].index("pta-blanket-demand")
+    assert not (out / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json").exists()
+    (out / "bes" / "disclosures" / "pta-blanket-demand.json").unlink()
+    with pytest.raises(RunFolderError) as exc:
+        render_demo_comparison(out, ["bes", "bbm-consumer"])
+    assert str(exc.value) == (
+        f"{out / 'bes' / 'summary.json'}: disclosures[{i}].name: 'pta-blanket-demand' names no disclosure: no "
+        f"profile's disclosures/ holds pta-blanket-demand.json; run it again with: relaysim run pakistan-2015 "
+        f"--out {out} --force"
+    )
+
+
 def test_demo_says_a_comparison_it_cannot_read_back_as_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

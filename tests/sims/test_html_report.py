@@ -255,6 +255,26 @@ def test_a_comparisons_profile_name_never_leads_outside_its_folder(tmp_path: Pat
     assert "a plain name" in str(exc.value) and repr(name) in str(exc.value)
 
 
+def test_a_comparisons_profile_summary_that_is_no_object_is_a_report_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A profile's summary.json in a comparison that is JSON but no object (a list) reached the
+    last-resort handler as AttributeError ("internal error ... a bug in relaysim"); it is refused as
+    the comparison's own summary.json is, naming the file, with the command that makes the run again."""
+    toml = tmp_path / "g.toml"
+    toml.write_text(GHOSTS_SIDE_BY_SIDE, encoding="utf-8")
+    run = tmp_path / "g"
+    run_to_dir(load_scenario(toml), run)
+    (run / "whatsapp" / "summary.json").write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        render_report(run)
+    said = str(exc.value)
+    assert said.startswith(f"{run / 'whatsapp' / 'summary.json'}: expected a JSON object, got list; "), said
+    assert said.endswith(f"run it again with: relaysim run NAME --seed 5 --out {run} --force"), said
+    assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err == f"relaysim report: {said}\n"
+
+
 def test_a_comparisons_order_name_never_leads_outside_its_folder(tmp_path: Path) -> None:
     """comparison.json's order names named the disclosure each outcome is checked against,
     ``PROFILE/disclosures/NAME.json``: a hand-edited ``../../../x`` read ``x.json`` outside the run."""
@@ -317,6 +337,61 @@ def test_a_file_of_the_run_report_cannot_read_names_the_command_that_makes_it_ag
         f"; run it again with: relaysim run NAME --seed 7 --out {folder} --force"
     ), exc.value
     assert "--force;" not in str(exc.value) and "again with --force" not in str(exc.value)
+
+
+@pytest.mark.parametrize("analysed", [False, True])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"provided": 5}, "provided: expected an object of categories, as relaysim writes, got 5"),
+        ({"not_provided": {"bogus": {}}}, "not_provided: 'bogus' is no reason relaysim gives"),
+        ({"response": None}, "response: expected one of complied, refused, challenged, withdrawn, got None"),
+    ],
+)
+def test_a_malformed_disclosure_is_one_report_error_with_or_without_analyze_pages(
+    run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, object],
+    field: str,
+    analysed: bool,
+) -> None:
+    """A run's folder without analysis/ has its analyses computed as report reads it
+    (sims.analysis.view.from_disclosure): a malformed disclosure raised AnalysisInputError from
+    write_report, without the command that makes the run again, where the same file in a folder
+    relaysim analyze had written pages in was a ReportError. Both are one ReportError naming the file
+    and the field (sims.report.disclosure_problem's words), and relaysim report says it in one line."""
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    if analysed:
+        assert main(["analyze", str(folder)]) == 0
+        capsys.readouterr()
+    else:
+        shutil.rmtree(folder / "analysis", ignore_errors=True)
+    f = folder / "disclosures" / "warrant-ben.json"
+    f.write_text(json.dumps({**json.loads(f.read_text(encoding="utf-8")), **change}), encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        write_report(folder)
+    said = str(exc.value)
+    assert said.startswith(f"{f}: {field}"), said
+    assert said.endswith(f"; run it again with: relaysim run NAME --seed 7 --out {folder} --force"), said
+    assert main(["report", str(folder)]) == 2
+    assert capsys.readouterr().err == f"relaysim report: {said}\n"
+
+
+def test_an_analysis_page_that_is_no_object_is_named(run: Path, tmp_path: Path) -> None:
+    """An analysis/NAME.json that is JSON but no object was said as "analysis holds a page this
+    version of relaysim does not read (AttributeError(...))", naming neither the file nor what it is."""
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    assert main(["analyze", str(folder)]) == 0
+    (folder / "analysis" / "relay.json").write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ReportError) as exc:
+        render_report(folder)
+    assert str(exc.value) == (
+        f"{folder / 'analysis' / 'relay.json'}: expected an analysis page (a JSON object), got list; "
+        f"write it again with: relaysim analyze {folder}"
+    )
 
 
 def test_run_report_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
