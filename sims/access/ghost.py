@@ -6,6 +6,11 @@ only the provider can — with keys the agency holds (a real ``Device`` and ``De
 connecting like any phone). The target's contacts' next sends meet ``stale_devices``, refetch
 the bundles and encrypt to the ghost too; their agents report ``DeviceListChanged``, the one
 trace a careful user can see (Levy & Robinson's "ghost" proposal, Lawfare, 2018-11-29).
+Being no registration, it meets neither the relay's limit on new accounts per address nor its
+registration proof (``provision_device`` checks neither), which a ghost participant's agency phone,
+a new account, can be refused by (sims.access.ghost_participant); what ``provision_device`` does
+refuse (no such account, a device id past 127, an account full) the provider waits out, cannot pick
+(``ghost_device_id``) or the scenario's validator refuses before the run.
 
 What the contacts see depends on the profile's identity model (``relay.profiles``):
 - "account" (Signal): linked devices share the account's identity key, which the provider does

@@ -17,6 +17,11 @@ adds that account to the group's member list:
 - where the clients keep the group state encrypted (Signal's groups v2) or fan out themselves, the
   server has no member list to add to: nothing is added, and the report says why.
 
+The agency's account is a new account like anyone's: where the relay refuses its registration (its
+limit on new accounts per address, ``relay.limits.Limits.register_per_address``, or a registration
+proof the agency's phone does not make) there is no account to add, and the report says so with the
+relay's reason (``registration_refused``).
+
 The report says, per member device, whether and when it saw the ghost added and whether it showed
 the user; and which group messages the ghost read, against the ground truth.
 """
@@ -27,6 +32,7 @@ from typing import Any
 
 from relaysim.clients import agent as A
 from relaysim.clients.session import Device
+from relaysim.relay import wire
 from relaysim.relay.mdtext import md_text
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
 from relaysim.sims.access.reports import ExceptionalReport, unread_lines
@@ -54,6 +60,8 @@ class GhostParticipant(Intervention):
         self.added_at: float | None = None
         self.client_change = False
         self.why_not_added: str | None = None  # why the provider could not add it
+        # the relay's refusal of the agency's phone's registration (its code and message): no account to add
+        self.registration_refused: dict[str, str] | None = None
         self.read: dict[int, dict[str, Any]] = {}  # message id → what the ghost read
         # what reached the agency's phone and did not decrypt (no copy of what it read), and what did and
         # its agent refused, by reason: counted as the ghost device's are (sims.access.ghost)
@@ -131,6 +139,25 @@ class GhostParticipant(Intervention):
             }
         )
 
+    def _registration_refused(self, code: str, message: str) -> None:
+        world = self.world
+        assert self.device is not None  # (the phone whose registration the relay answered)
+        self.registration_refused = {"code": code, "message": message}
+        self.why_not_added = (
+            f"the relay refused to register the agency's phone {self.device.name} ({code}: {message}): "
+            "there was no account to add"
+        )
+        world.emit(
+            {
+                "t": world.sched.now,
+                "kind": "exceptional_access",
+                "demand": "ghost_participant",
+                "group": self.group,
+                "added": False,
+                "why": self.why_not_added,
+            }
+        )
+
     def _agency_phone(self, account: str) -> DeviceView:
         """The agency's phone: an account registered like anyone's, run from the agency's address. It
         connects, registers on that connection and logs in on the same one (``World.add_device`` with
@@ -169,6 +196,17 @@ class GhostParticipant(Intervention):
         if agency and isinstance(event, A.Registered) and self.added_at is None:
             self._add()  # the relay has the agency's account now: the provider adds it to the group
             return False  # the world has the phone log in, on the connection it registered on
+        if agency and self.added_at is None and self.registration_refused is None:
+            # the relay refused the agency's phone's registration (its limits, or its profile's proof): the
+            # account the provider would add does not exist, so nothing is added; the world writes a Failed
+            if isinstance(event, A.Failed) and event.ref == "register":
+                self._registration_refused(event.code, event.message)
+            elif isinstance(event, A.ProofRequired):
+                self._registration_refused(
+                    wire.ErrorCode.REGISTRATION_PROOF.value,
+                    f"the relay asks a new account for a registration proof (a hashcash stamp of "
+                    f"{event.difficulty} leading zero bits), which the agency's phone does not make",
+                )
         if isinstance(event, A.GroupMembershipChanged) and self.account in event.added and not agency:
             self.seen.append({"t": world.sched.now, "device": device.name, "shown_to_user": event.shown})
             return False  # the world writes it to the transcript
@@ -235,6 +273,10 @@ class GhostParticipant(Intervention):
             "demanded_at": self.demanded_at,
             "added_at": self.added_at,
             "why_not_added": self.why_not_added,
+            "registration_refused": self.registration_refused,
+            "registering": self.device is not None
+            and self.added_at is None
+            and self.registration_refused is None,
             "client_change": self.client_change,
             "read": sorted(self.read),
             "expected_after_added": [r["message"] for r in rows if r["after_ghost_added"]],
@@ -253,6 +295,16 @@ class GhostParticipant(Intervention):
 
 def _markdown(data: dict[str, Any]) -> str:
     lines = [f"# Ghost participant — {md_text(data['scenario'])}", ""]
+    if data.get("registration_refused") is not None:
+        refused = data["registration_refused"]
+        lines += [
+            f"The provider ({data['profile']}) was ordered to add a silent participant to group "
+            f"**{md_text(data['group'])}**, and added none: the agency's phone could not register its account "
+            f"**{md_text(data['ghost'])}**. The relay refused the registration "
+            f"({md_text(refused['code'])}: {md_text(refused['message'])}), so there was no account to add "
+            "to the member list, and the ghost read nothing.",
+        ]
+        return "\n".join(lines) + "\n"
     if data["why_not_added"] is not None:
         lines += [
             f"The provider ({data['profile']}) was ordered to add a silent participant to group "
@@ -261,6 +313,17 @@ def _markdown(data: dict[str, Any]) -> str:
             f"- Source: {data['group_source'] or 'the profile names none'}.",
         ]
         return "\n".join(lines) + "\n"
+    if data["added_at"] is None and data.get("registering"):
+        return (
+            "\n".join(
+                [
+                    *lines,
+                    f"Group **{md_text(data['group'])}** existed at the relay, but the run ended while the agency's "
+                    f"phone was still registering account **{md_text(data['ghost'])}**: nothing was added.",
+                ]
+            )
+            + "\n"
+        )
     if data["added_at"] is None:
         return (
             "\n".join(

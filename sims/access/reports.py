@@ -15,12 +15,14 @@ from relaysim.relay.mdtext import md_text
 from relaysim.sims.world.util import clock as _clock
 
 __all__ = [
+    "REFUSED_TEXT",
     "ExceptionalReport",
     "detection_by_profile_lines",
     "escrow_markdown",
     "ghost_markdown",
     "global_key_markdown",
     "identity_swap_markdown",
+    "refused_words",
     "seizure_markdown",
     "unread_lines",
     "write_exceptional",
@@ -37,18 +39,25 @@ class ExceptionalReport:
 
 
 # what each reason an agent refuses an envelope it decrypted means (clients.agent.REFUSAL_REASONS),
-# in summary.md's words (sims.report)
-_REFUSED_TEXT = {
+# in summary.md's words (sims.report): the one table the ghost reports' Markdown and the HTML report
+# (sims.reports.html) say them from
+REFUSED_TEXT = {
     "untrusted_identity": "from a changed identity key the user has not approved",
     "sealed_sender_self_send": "sealed under its own address, a self-send",
 }
+
+
+def refused_words(refused: dict[str, Any]) -> str:
+    """A ghost report's ``refused`` counts, by reason, in :data:`REFUSED_TEXT`'s words (a reason it does
+    not have, as its key): plain text, which each output escapes as it writes it."""
+    return "; ".join(f"{REFUSED_TEXT.get(r, r)}: {n}" for r, n in refused.items())
 
 
 def unread_lines(data: dict[str, Any], phone: str) -> list[str]:
     """The report's ``undecryptable`` and ``refused`` counts (what reached ``phone`` that it did not
     read), as the JSON beside it has them."""
     refused = data["refused"]
-    by_reason = "; ".join(f"{_REFUSED_TEXT.get(r, md_text(r))}: {n}" for r, n in refused.items())
+    by_reason = md_text(refused_words(refused))
     return [
         f"- Envelopes that reached {phone} and did not decrypt: {data['undecryptable']}; that it decrypted "
         f"and refused, unread: {sum(refused.values())}" + (f" ({by_reason})." if by_reason else "."),

@@ -984,6 +984,16 @@ def _value(v: Any) -> str:
 OPENED_KEYS = ("opened", "read_by_ghost")
 
 
+def _exceptional_value(key: str, v: Any) -> str:
+    """A value of an exceptional-access report: a ghost report's ``refused`` counts in the words its
+    Markdown says them in (sims.access.reports.REFUSED_TEXT), any other as :func:`_value` shows it."""
+    if key == "refused" and isinstance(v, dict):
+        from relaysim.sims.access.reports import refused_words
+
+        return _e(refused_words(v))
+    return _value(v)
+
+
 def _exceptional(run: Path, prefix: str = "") -> str:
     """The exceptional-access reports of ``run``: an article each, its id ``{prefix}exceptional-NAME``
     (a comparison's profiles may have the same report: each has its profile's prefix, as its section)."""
@@ -998,7 +1008,10 @@ def _exceptional(run: Path, prefix: str = "") -> str:
         if not isinstance(data, dict):
             continue
         scalars = {k: v for k, v in data.items() if k != "rows"}
-        dl = "".join(f"<dt>{_e(k.replace('_', ' '))}</dt><dd>{_value(v)}</dd>" for k, v in scalars.items())
+        dl = "".join(
+            f"<dt>{_e(k.replace('_', ' '))}</dt><dd>{_exceptional_value(k, v)}</dd>"
+            for k, v in scalars.items()
+        )
         if not isinstance(data.get("rows") or [], list):
             raise ReportError(f"{f}: rows: expected a list, got {type(data['rows']).__name__}{_again(run)}")
         rows = [r for r in data.get("rows") or [] if isinstance(r, dict)]

@@ -184,6 +184,20 @@ def test_the_ghost_reads_exactly_what_is_sent_to_the_target_after_it_was_added()
     assert all(e["t"] > added for e in changed)
 
 
+def test_a_relay_that_asks_new_accounts_for_a_proof_does_not_stop_the_provider_adding_the_ghost() -> None:
+    """The ghost device is no registration: the provider writes it into its store
+    (relay.core.RelayCore.provision_device), past the relay's registration proof and its limit on new
+    accounts per address, which the agency's phone of a ghost participant meets (tests/sims/
+    test_ghost_participant.py). From 01:59 this relay asks every new account for a proof of 8 bits,
+    which no phone here makes: the ghost is still added at 02:00 and reads what it read before. (A
+    guard: nothing was changed for it; the ghost report's claims stay true.)"""
+    sim = Simulation(resolve_scenario("ghost-device"))
+    sim.sched.at(7140.0, lambda: setattr(sim.relay, "registration_pow", 8))
+    result = sim.run()
+    data = _report(result, "ghost-device")
+    assert data["added_at"] == 7200.0 and data["read"] and data["matches_ground_truth"], data
+
+
 # --- device seizure -------------------------------------------------------------------------------
 
 

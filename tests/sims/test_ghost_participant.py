@@ -268,3 +268,77 @@ def test_what_the_agency_s_phone_reports_is_in_the_transcript_as_any_phone_s(nam
         (data,) = [r.data for r in result.exceptional if r.name == "ghost-participant"]
         assert phone not in [s["device"] for s in data["saw_it_added"]], data["saw_it_added"]
         assert phone not in data["noticed_by"], data["noticed_by"]
+
+
+def _four_ghosts() -> str:
+    """The built-in scenario with three more groups of the same people, and a ghost participant demanded in
+    each of the four at 02:00: four new accounts, each registered from the agency's one address."""
+    base = (Path(__file__).parents[2] / "sims" / "scenarios" / "ghost-participant.toml").read_text()
+    groups = "".join(
+        f'\n[[groups]]\nname = "{g}"\nmembers = ["omar", "lena", "sam"]\nadmins = ["omar"]\n'
+        f'timeline = [{{ at = "15m", from = "omar", text = "hi" }}, {{ at = "3h", from = "lena", text = "later" }}]\n'
+        for g in ("desk", "board", "night")
+    )
+    demands = "".join(
+        f'\n[[events]]\nat = "2h"\nkind = "exceptional_access"\ndemand = "ghost_participant"\ngroup = "{g}"\n'
+        for g in ("desk", "board", "night")
+    )
+    return base.replace("[[events]]", groups + "\n[[events]]", 1) + demands
+
+
+def test_a_registration_the_relay_refuses_is_said_and_not_taken_for_a_group_that_never_existed() -> None:
+    """Four ghost participants demanded at once: the relay registers at most 3 new accounts from one
+    address in a burst (relay.limits.Limits.register_per_address), so it refuses the fourth agency
+    phone's registration (rate_limited). Its report said "Group … never existed at the relay: nothing
+    was added", though the group did: it says now that the agency's phone could not register, and the
+    relay's reason."""
+    events: list[dict[str, Any]] = []
+    result = Simulation(parse_scenario(_four_ghosts(), "four.toml"), transcript=events.append).run()
+    reports = {r.data["group"]: r for r in result.exceptional if "group" in r.data}
+    refused = [g for g, r in reports.items() if r.data["added_at"] is None]
+    assert len(reports) == 4 and len(refused) == 1, {g: r.data["why_not_added"] for g, r in reports.items()}
+    (group,) = refused
+    data, markdown = reports[group].data, reports[group].markdown
+    assert "never existed" not in markdown, markdown
+    (failure,) = [e for e in events if e["kind"] == "failure" and e["device"] == f"ghost-{group}/1"]
+    assert failure["code"] == "rate_limited" and "register per address" in failure["message"], failure
+    assert data["registration_refused"] == {"code": "rate_limited", "message": failure["message"]}
+    assert data["why_not_added"].startswith(
+        f"the relay refused to register the agency's phone ghost-{group}/1"
+    )
+    assert data["read"] == []
+    assert f"the agency's phone could not register its account **ghost-{group}**" in markdown, markdown
+    assert "rate_limited: register: over this relay's limit register per address" in markdown, markdown
+    (said,) = [e for e in events if e["kind"] == "exceptional_access" and e.get("group") == group]
+    assert said["added"] is False and said["why"] == data["why_not_added"], said
+
+
+def test_a_relay_that_asks_the_agency_s_phone_for_a_registration_proof_is_said(tmp_path: Path) -> None:
+    """A relay that asks a new account for a registration proof (relay.core.RelayCore's registration_pow,
+    turned on here at 01:59, after the people registered): the agency's phone makes none, so it has no
+    account; the report says so, not that the group never existed."""
+    sim = Simulation(resolve_scenario("ghost-participant"), db_path=tmp_path / "relay.db")
+    sim.sched.at(7140.0, lambda: setattr(sim.relay, "registration_pow", 8))
+    result = sim.run()
+    ((data, markdown),) = [(r.data, r.markdown) for r in result.exceptional if r.name == "ghost-participant"]
+    assert "never existed" not in markdown and "could not register" in markdown, markdown
+    assert data["added_at"] is None and data["read"] == []
+    assert data["registration_refused"]["code"] == "registration_proof", data["registration_refused"]
+    assert "8 leading zero bits" in data["registration_refused"]["message"]
+
+
+def test_a_run_that_ends_while_the_agency_s_phone_registers_says_so() -> None:
+    """Demanded 10 ms before the end: the group exists, the agency's phone has no answer from the relay
+    yet. The report said the group never existed; it says the run ended while the phone registered."""
+    base = (Path(__file__).parents[2] / "sims" / "scenarios" / "ghost-participant.toml").read_text()
+    late = base.replace(
+        'at = "2h"\nkind = "exceptional_access"', 'at = "14399.99s"\nkind = "exceptional_access"'
+    )
+    assert late != base
+    result = Simulation(parse_scenario(late, "late.toml")).run()
+    ((data, markdown),) = [(r.data, r.markdown) for r in result.exceptional if r.name == "ghost-participant"]
+    assert "never existed" not in markdown, markdown
+    assert (
+        "the run ended while the agency's phone was still registering account **ghost-newsroom**" in markdown
+    )
+    assert data["added_at"] is None and data["registering"] and data["registration_refused"] is None

@@ -4,6 +4,7 @@ headless Chromium (tests.browser: the browser's DevTools protocol, no new depend
 from __future__ import annotations
 
 import collections
+import html
 import json
 import os
 import re
@@ -616,4 +617,42 @@ def test_the_ghost_reports_unread_counts_in_the_html_are_the_json_s(name: str, t
     article = page[start : page.index("</article>", start)]
     shown = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", article))
     assert shown["undecryptable"] == "3"
-    assert shown["refused"] == "untrusted identity: 2; sealed sender self send: 5"
+    assert shown["refused"] == (
+        "from a changed identity key the user has not approved: 2; sealed under its own address, a self-send: 5"
+    )
+
+
+@pytest.mark.parametrize("name", ["ghost-device", "ghost-participant"])
+def test_the_html_says_each_refusal_reason_of_a_ghost_report_as_its_markdown_does(
+    name: str, tmp_path: Path
+) -> None:
+    """The HTML report showed a ghost report's refusal reasons by their keys ("sealed sender self send")
+    where its Markdown says them in sentences (sims.access.reports.REFUSED_TEXT): both say them from that
+    one table now. For each reason an agent gives (clients.agent.REFUSAL_REASONS), a count of it in the
+    JSON is said in the same words by the HTML and by the Markdown written from that JSON."""
+    from relaysim.clients.agent import REFUSAL_REASONS
+    from relaysim.sims.access.ghost_participant import _markdown as participant_markdown
+    from relaysim.sims.access.reports import REFUSED_TEXT, ghost_markdown
+
+    folder = tmp_path / "run"
+    run_to_dir(resolve_scenario(name), folder)
+    path = folder / "exceptional" / f"{name}.json"
+    original = json.loads(path.read_text(encoding="utf-8"))
+    assert set(REFUSAL_REASONS) == set(original["refused"]) == set(REFUSED_TEXT)
+    for reason in REFUSAL_REASONS:
+        data = {**original, "refused": {r: 7 if r == reason else 0 for r in REFUSAL_REASONS}}
+        path.write_text(json.dumps(data), encoding="utf-8")
+        markdown = (
+            ghost_markdown(data, data.get("scenario", name))
+            if name == "ghost-device"
+            else participant_markdown(data)
+        )
+        (line,) = [x for x in markdown.splitlines() if x.startswith("- Envelopes that reached")]
+        said = re.fullmatch(r".*refused, unread: 7 \((.*)\)\.", line)
+        assert said is not None, line
+        assert f"{REFUSED_TEXT[reason]}: 7" in said.group(1), line
+        page = render_report(folder)
+        start = page.index(f"id='exceptional-{name}'")
+        article = page[start : page.index("</article>", start)]
+        shown = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", article))
+        assert html.unescape(shown["refused"]) == said.group(1), (reason, shown["refused"], line)
