@@ -2489,9 +2489,9 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             date(2024, 9, 23),
             "IP address and phone number to a valid order from judicial authorities naming the user as a "
             "criminal suspect, not only in confirmed terror cases",
-            "telegram.org/privacy §8.3, as updated September 2024 (announced 2024-09-23: the record gives the "
-            "month, September 2024, and the day is the project's citation); the FBI chart's wording for the earlier "
-            "policy",
+            "telegram.org/privacy §8.3, as updated September 2024 (the record gives the month, September 2024, and "
+            "the day, that of Pavel Durov's post announcing it on his Telegram channel, t.me/durov, 2024-09-23, is the "
+            "project's citation); the FBI chart's wording for the earlier policy",
             {
                 "discloses": {},
                 "notes": {

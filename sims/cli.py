@@ -524,8 +524,8 @@ def _disclose(args: argparse.Namespace) -> int:
 
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
-    from relaysim.relay.legal import BACKUP_WARRANT
-    from relaysim.relay.profiles import profile_as_of
+    from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, with_article
+    from relaysim.relay.profiles import NOT_ON_THE_RELAY, profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.report import disclosure_json, sim_clock
@@ -543,6 +543,14 @@ def _disclose(args: argparse.Namespace) -> int:
             "finished run's relay.db does not keep. Put it in the scenario's timeline instead ([[events]] with "
             f'kind = "legal_process", process = "{BACKUP_WARRANT}" and the target) and run it again with relaysim run: '
             "the run's disclosures/ hold the custodian's answer"
+        )
+    if args.process in NOT_ON_THE_RELAY:
+        # any other process served not on the relay's operator but on another custodian: the desk refuses it too
+        # (ComplianceDesk.serve), and the relay.db this reads holds nothing that answers it
+        raise CliError(
+            f"--process {args.process}: {with_article(INSTRUMENTS[args.process].name)} is served on another "
+            "custodian, not on the relay's operator, whose relay.db this reads: what it reaches is not the relay's, "
+            "so the relay has nothing to answer it with, and neither has this command"
         )
     db = Path(args.db)
     what = not_a_file(db)

@@ -2106,3 +2106,26 @@ def test_a_profile_folder_the_comparison_does_not_run_is_suggested_beside_it(
         shutil.copytree(tf_run, asked)
         assert main(["run", "pakistan-2015", "--out", str(parent), "--force", "--quiet"]) == 0
         assert not asked.exists()
+
+
+def test_disclose_refuses_every_process_served_on_another_custodian(
+    tf_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """disclose refused the warrant on the backup's custodian by its name alone: any other process of
+    NOT_ON_THE_RELAY reached the relay's desk, whose ValueError is no clear line saying why the relay has nothing to
+    answer it with."""
+    from relaysim.relay import profiles
+
+    monkeypatch.setattr(profiles, "NOT_ON_THE_RELAY", profiles.NOT_ON_THE_RELAY | {"subpoena"})
+    db = tf_run / "relay.db"
+    before = db.read_bytes()
+    assert main(["disclose", "--db", str(db), "--process", "subpoena", "--target", "amira"]) == 2
+    cap = capsys.readouterr()
+    assert not cap.out, cap.out
+    assert cap.err.count("\n") == 1 and "Traceback" not in cap.err, cap.err
+    assert "--process subpoena: a subpoena is served on another custodian" in cap.err, cap.err
+    assert "not on the relay's operator" in cap.err and "the relay has nothing to answer it with" in cap.err
+    assert db.read_bytes() == before
+    # the warrant on the backup's custodian keeps its own word, where it is served and how to serve it
+    assert main(["disclose", "--db", str(db), "--process", "backup_warrant", "--target", "amira"]) == 2
+    assert "served on the custodian of the target's device backups" in capsys.readouterr().err

@@ -439,15 +439,40 @@ def test_relay_serve_refuses_a_profile_as_of_before_the_provider(
 
 
 def test_telegrams_september_2024_change_says_its_day_is_the_projects_citation() -> None:
-    """The record: "From September 2024"; the day (2024-09-23, its announcement) is the project's citation, said in
-    the note of an order served after it in a run set before it."""
+    """The record: "From September 2024"; the day (2024-09-23, Pavel Durov's post announcing it) is the project's
+    citation, said with its source in the note of an order served after it in a run set before it."""
     (change,) = [c for c in HISTORY["telegram-cloud"] if c.effective == date(2024, 9, 23)]
     assert (
-        "the record gives the month, September 2024, and the day is the project's citation" in change.source
+        "the record gives the month, September 2024, and the day, that of Pavel Durov's post" in change.source
     )
     (d,) = _serve("telegram-cloud", "2024-09-20", "court_order_2703d", at="4d", duration="5d")
     (said,) = [n for n in d.notes if "policy changed on 2024-09-23" in n]
-    assert "the day is the project's citation" in said, said
+    assert "t.me/durov, 2024-09-23, is the project's citation" in said, said
+
+
+_GIVES_ONLY = re.compile(r"the record gives the (month|year), ((?:[A-Z][a-z]+ )?\d{4})")
+
+
+@pytest.mark.parametrize("name", sorted(HISTORY))
+def test_a_change_dated_by_a_day_where_the_record_gives_its_month_or_year_cites_the_days_source(
+    name: str,
+) -> None:
+    """Telegram's change of September 2024 was dated 2024-09-23, "announced 2024-09-23 … the day is the project's
+    citation", with no source of that day: a change the record dates by its month or year alone is either dated by
+    that month (year) (``Change.named``, as rec25's markers: BES's December 2015, consumer BBM's April 2016) or
+    carries the source of its day, as sealed sender's (signal.org/blog/sealed-sender, 2018-10-29) and WhatsApp
+    multi-device's (engineering.fb.com, 2021-07-14) do: a source named with the day ("SOURCE, YYYY-MM-DD"), inside
+    the month (year) the record gives."""
+    for change in HISTORY[name]:
+        gives = _GIVES_ONLY.search(change.source)
+        if change.named is not None or gives is None or "the day" not in change.source:
+            continue
+        day = f"{change.effective:%Y-%m-%d}"
+        assert re.search(rf"[\w.')/] ?, {day}\b", change.source), (name, day, change.source)
+        assert gives.group(2) in (f"{change.effective:%B %Y}", f"{change.effective:%Y}"), (
+            name,
+            gives.group(),
+        )
 
 
 # --- 12. a category's note is not a reason -----------------------------------------------------------------------------
