@@ -1157,28 +1157,39 @@ def test_the_markdown_names_no_more_of_the_best_than_the_analysis_kept(
         ("10001", "expected at most 10,000 accounts (each is kept for every target at every checkpoint)"),
     ],
 )
-def test_cli_analyze_refuses_an_sda_top_that_is_no_count_of_accounts(
-    given: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["analyze", "defences"])
+def test_cli_refuses_an_sda_top_that_is_no_count_of_accounts(
+    command: str, given: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """analyze's --sda-top, and defences' (each variant's analysis took the default 10 best, with no
+    option to ask for more): one option, refusing the same values in the same words."""
+    where = [str(tmp_path)] if command == "analyze" else ["two-friends", "--out", str(tmp_path / "d")]
     with pytest.raises(SystemExit) as exc:
-        main(["analyze", str(tmp_path), "--sda-top", given])
+        main([command, *where, "--sda-top", given])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --sda-top: {says}" in err and "Traceback" not in err, err
 
 
-def test_the_analyze_help_gives_sda_top_s_default_and_meaning() -> None:
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        ("analyze", "the JSON's top_after_k"),
+        ("defences", "each DIR/<variant>/analysis/as-seen/relay.json's top_after_k"),
+    ],
+)
+def test_the_help_gives_sda_top_s_default_and_meaning(command: str, where: str) -> None:
     import argparse
 
     from relaysim.sims.cli import build_parser
 
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    flat = " ".join(subparsers.choices["analyze"].format_help().split())
+    flat = " ".join(subparsers.choices[command].format_help().split())
     assert (
         "--sda-top N how many of the best-ranked accounts the statistical disclosure attack's rankings"
         in flat
     )
-    assert "(the JSON's top_after_k)" in flat and f"(default: {SDA_TOP}); from 1 to 10,000" in flat
+    assert f"({where})" in flat and f"(default: {SDA_TOP}); from 1 to 10,000" in flat
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
