@@ -61,6 +61,7 @@ from relaysim.sims.numbers import (
     MAX_COLUMNS,
     MIN_COLUMNS,
     SEED_BOUNDS,
+    add_sda_top,
     decimal_number,
     state_bounds,
     whole_number,
@@ -127,12 +128,6 @@ def _order_name(text: str) -> str:
 
 _columns = whole_number("columns", MIN_COLUMNS, MAX_COLUMNS)
 _rows = whole_number("rows", 1, MAX_ROWS)
-# analyze --sda-top: the attack's rankings keep that many accounts at each of 12 checkpoints
-# (sims.analysis.sda.CHECKPOINTS and the last) for each of its up to 150 targets, 16 bytes each: 10,000
-# is 288 MB, within the 1 GiB one call may keep (sda.MAX_RANKING_BYTES), past which the call is refused
-# naming keep_top, no option of analyze's. 0 is refused: rankings naming no one.
-MAX_SDA_TOP = 10_000
-_sda_top = whole_number("accounts", 1, MAX_SDA_TOP, why="each is kept for every target at every checkpoint")
 
 
 def _scenario(name_or_path: str) -> Any:
@@ -1389,17 +1384,7 @@ def build_parser() -> argparse.ArgumentParser:
             "watches live, is compelled to, or is hacked learns. Writes DIR/analysis/as-seen/relay.json and relay.md"
         ),
     )
-    analyze.add_argument(
-        "--sda-top",
-        type=_sda_top,
-        default=SDA_TOP,
-        metavar="N",
-        help=(
-            "how many of the best-ranked accounts the statistical disclosure attack's rankings give for each "
-            "target at each checkpoint (the JSON's top_after_k), and, with a transcript, the most they keep: "
-            f"the likeliest correspondents, best first (default: {SDA_TOP})"
-        ),
-    )
+    add_sda_top(analyze)
 
     report = sub.add_parser(
         "report",

@@ -33,7 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relaysim.sims.analysis.runfiles import out_folder, read_run_text, scenario_arg
+from relaysim.sims.analysis.runfiles import SDA_TOP, out_folder, read_run_text, scenario_arg
+from relaysim.sims.numbers import add_sda_top
 from relaysim.sims.numbers import workers as workers_arg
 from relaysim.sims.scenario import Scenario, ScenarioError, one_profile, resolve_scenario
 
@@ -71,8 +72,9 @@ def _ratio(a: int, b: int) -> float | None:
     return None if b == 0 else round(a / b, 4)
 
 
-def measure(run: Path) -> dict[str, Any]:
-    """``relaysim analyze RUN --as-seen``, then one row of the table from its files and the transcript."""
+def measure(run: Path, sda_top: int = SDA_TOP) -> dict[str, Any]:
+    """``relaysim analyze RUN --as-seen --sda-top SDA_TOP``, then one row of the table from its files and
+    the transcript."""
     # Imported here, not with the module: the CLI imports this module to build its parser, and the
     # analyses bring numpy and networkx (~0.2 s of every command's start-up, --help's too).
     from relaysim.sims.analysis_scoring import AS_SEEN, analyse_and_write, read_truth
@@ -80,7 +82,7 @@ def measure(run: Path) -> dict[str, Any]:
     truth = read_truth(run / "transcript.jsonl")
     # with the truth, the analysis takes the timing attack once, with a checkpoint after every target
     # epoch keeping the ranks of each target's true contacts: the pass sda_row scores below
-    _, analyses = analyse_and_write(run, as_seen=True, truth=truth)
+    _, analyses = analyse_and_write(run, as_seen=True, truth=truth, sda_top=sda_top)
     relay = analyses.get("relay")
     every_epoch = None if relay is None else relay.sda_every_epoch
     if every_epoch is None:  # (made with sda_watch: analyse_and_write was given the truth; never without)
@@ -201,14 +203,14 @@ def _median(linked: list[int | None]) -> int | None:
     return ks[len(ks) // 2]
 
 
-def _one(job: tuple[Scenario, str, str, dict[str, Any], str]) -> dict[str, Any]:
-    base, name, folder, switches, out = job
+def _one(job: tuple[Scenario, str, str, dict[str, Any], str, int]) -> dict[str, Any]:
+    base, name, folder, switches, out, sda_top = job
     from relaysim.sims.report import run_to_dir
 
     scenario = replace(base, defences=replace(base.defences, **switches))
     run = Path(out) / folder
     run_to_dir(scenario, run, counterfactuals=False)
-    return {"variant": name, "folder": folder, "switches": switches, **measure(run)}
+    return {"variant": name, "folder": folder, "switches": switches, **measure(run, sda_top)}
 
 
 def run_defences(
@@ -218,13 +220,15 @@ def run_defences(
     workers: int = 2,
     variants: Mapping[str, tuple[str, dict[str, Any]]] = VARIANTS,
     step: Callable[[int, int], None] | None = None,
+    sda_top: int = SDA_TOP,
 ) -> dict[str, Any]:
     """Every variant of ``scenario`` (by default :data:`VARIANTS`) into ``out/<folder>/``, analysed as
     seen; the table as data. ``step`` gets (variants finished, variants in all), once before the
     first and after each (for a progress bar: ``relaysim defences city`` ran for minutes saying
-    nothing)."""
+    nothing). ``sda_top``: the best accounts per checkpoint each variant's analysis gives
+    (:func:`~sims.analysis.run.analyze`'s; ``relaysim defences --sda-top``)."""
     one_profile(scenario, "relaysim defences")
-    jobs = [(scenario, name, folder, sw, str(out)) for name, (folder, sw) in variants.items()]
+    jobs = [(scenario, name, folder, sw, str(out), sda_top) for name, (folder, sw) in variants.items()]
     # no more processes than runs: --workers 99999999999999999999 asked the pool for more than a C
     # int holds (OverflowError), and --workers 1000 forked 1000 processes for 9 runs
     workers = min(workers, len(jobs))
@@ -337,6 +341,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=workers_arg(), default=2, metavar="N", help="worker processes (default: 2)"
     )
+    add_sda_top(p, "each DIR/<variant>/analysis/as-seen/relay.json's top_after_k")
     p.add_argument("--force", action="store_true", help="replace the runs already in DIR")
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (shown on stderr only when it is a terminal)"
@@ -363,7 +368,11 @@ def main(args: argparse.Namespace) -> int:
             "defences", len(VARIANTS), enabled=False if args.quiet else None, unit="runs"
         ) as bar:
             data = run_defences(
-                scenario, out, workers=args.workers, step=lambda done, total: bar.update(done, total)
+                scenario,
+                out,
+                workers=args.workers,
+                step=lambda done, total: bar.update(done, total),
+                sda_top=args.sda_top,
             )
     except (ScenarioError, DefencesError, OutputDirError, ValueError, OSError) as exc:
         from relaysim.sims.analysis.runfiles import one_line

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable
 
-from relaysim.sims.analysis.runfiles import brief
+from relaysim.sims.analysis.runfiles import MAX_SDA_TOP, SDA_TOP, brief
 
 __all__ = [
     "MAX_COLUMNS",
@@ -28,6 +28,7 @@ __all__ = [
     "MAX_WORKERS",
     "MIN_COLUMNS",
     "SEED_BOUNDS",
+    "add_sda_top",
     "decimal_number",
     "state_bounds",
     "whole_number",
@@ -152,3 +153,26 @@ def state_bounds(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def workers(minimum: int = 1) -> Callable[[str], int]:
     """Every ``--workers``'s type: a whole number of worker processes from ``minimum`` to MAX_WORKERS."""
     return whole_number("worker processes", minimum, MAX_WORKERS, why="each is a process of its own")
+
+
+def add_sda_top(parser: argparse.ArgumentParser, where: str = "the JSON's top_after_k") -> None:
+    """``--sda-top N`` on ``parser`` (``relaysim analyze`` and ``defences``, which both write the analysis):
+    the best accounts per checkpoint the statistical disclosure attack's rankings give, from 1 to
+    runfiles.MAX_SDA_TOP (which says why), as ``sims.analysis.run.analyze(sda_top=...)`` takes them;
+    ``where``: the file that gives them. One option, not a copy per command."""
+    parser.add_argument(
+        "--sda-top",
+        type=_SDA_TOP,
+        default=SDA_TOP,
+        metavar="N",
+        help=(
+            "how many of the best-ranked accounts the statistical disclosure attack's rankings give for each "
+            f"target at each checkpoint ({where}), and, with a transcript, the most they keep: "
+            f"the likeliest correspondents, best first (default: {SDA_TOP})"
+        ),
+    )
+
+
+# --sda-top's type: 0 is refused (rankings naming no one, as analyze(sda_top=0) is), and past
+# MAX_SDA_TOP the attack's rankings could outgrow what one call of it may keep (runfiles.MAX_SDA_TOP)
+_SDA_TOP = whole_number("accounts", 1, MAX_SDA_TOP, why="each is kept for every target at every checkpoint")

@@ -19,7 +19,7 @@ from relaysim.sims.analysis.attribution import Attribution, attribute_sealed
 from relaysim.sims.analysis.attribution import summary as attribution_summary
 from relaysim.sims.analysis.graph import ContactGraph, contact_graph
 from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
-from relaysim.sims.analysis.runfiles import brief, loads, read_run_text, run_subfolder_problem
+from relaysim.sims.analysis.runfiles import MAX_SDA_TOP, brief, loads, read_run_text, run_subfolder_problem
 from relaysim.sims.analysis.sda import CHECKPOINTS, SDA_TOP, SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
 from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
@@ -107,9 +107,14 @@ def analyze(
     ``sda_top`` (default :data:`~sims.analysis.sda.SDA_TOP`, 10): how many of the best accounts per
     checkpoint the analysis gives (its JSON's ``top_after_k``) and, with ``sda_watch``, the most it keeps:
     ``a.sda.top(k, n)`` or ``a.sda.to_json(top=n)`` for more than ``sda_top`` is then refused, so ask
-    for them here."""
-    if isinstance(sda_top, bool) or not isinstance(sda_top, int) or sda_top < 0:
-        raise ValueError(f"sda_top: expected a whole number of accounts, 0 or more, got {sda_top!r}")
+    for them here. From 1 to :data:`~sims.analysis.runfiles.MAX_SDA_TOP` (10,000), as
+    ``relaysim analyze --sda-top`` takes it: else a ValueError naming sda_top."""
+    if isinstance(sda_top, bool) or not isinstance(sda_top, int) or not 1 <= sda_top <= MAX_SDA_TOP:
+        # what relaysim analyze --sda-top refuses: 0 gave rankings naming no one, and past MAX_SDA_TOP
+        # (which says why) the rankings kept could outgrow what one call of the attack may keep
+        raise ValueError(
+            f"sda_top: expected a whole number of accounts from 1 to {MAX_SDA_TOP:,}, got {brief(sda_top)}"
+        )
     attributions = tuple(attribute_sealed(view))
     messages: dict[tuple[float | None, str, str], None] = {}
     for a in attributions:

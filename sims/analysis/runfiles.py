@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 __all__ = [
     "MAX_LINE",
     "MAX_RUN_FILE",
+    "MAX_SDA_TOP",
     "MAX_SHOWN",
     "PIPE_HELP",
     "PIPE_READER_WAIT",
@@ -97,6 +98,13 @@ MAX_SHOWN = 60  # characters of a value an error message shows: relay.wire.MAX_Q
 # (sims.analysis.sda's to_json, analyze(sda_top=...), relaysim analyze --sda-top): here, beside what the
 # commands' parser reads, so that analyze --help states it without importing the analyses (numpy)
 SDA_TOP = 10
+# the most of them one may ask for (analyze(sda_top=...), --sda-top of analyze and defences): with a
+# transcript the attack keeps that many accounts, 16 bytes each, at each of its checkpoints
+# (sims.analysis.sda.CHECKPOINTS) and each target's last, for each of its up to sda.MAX_TARGETS
+# targets: 10,000 x 12 x 150 x 16 bytes is 288 MB, within the 1 GiB one call may keep
+# (sda.MAX_RANKING_BYTES), past which the call is refused naming keep_top, no option of analyze's.
+# tests/sims/test_analysis.py holds this bound within that one as those constants change.
+MAX_SDA_TOP = 10_000
 
 
 def brief(value: object, spec: str = "") -> str:

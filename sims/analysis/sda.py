@@ -37,6 +37,9 @@ __all__ = ["SDA_TOP", "RankingBoundError", "SDAResult", "TargetRanking", "statis
 CHECKPOINTS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 RECEIPT_EPOCH = 1.0  # seconds: Martiny et al.'s epoch, for traffic with delivery receipts
 REPLY_EPOCH = 60.0  # seconds: without receipts, replies are what there is to catch
+# the targets statistical_disclosure takes when none are named (the accounts that received the most);
+# runfiles.MAX_SDA_TOP, the most of the best a call is asked to keep, rests on it
+MAX_TARGETS = 150
 # the most bytes of rankings one statistical_disclosure call keeps (its accounts' indices and scores,
 # 16 bytes an account a checkpoint): the full rankings' worst case, every account scoring at every
 # checkpoint, is 150 targets x 11 checkpoints x 100,000 accounts x 16 bytes = 2.6 GB; past this bound
@@ -391,7 +394,7 @@ def statistical_disclosure(
     receipts: bool = False,
     epoch: float | None = None,
     checkpoints: Sequence[int] = CHECKPOINTS,
-    max_targets: int = 150,
+    max_targets: int = MAX_TARGETS,
     min_epochs: int = 5,
     seed: int = 0,
     keep_top: int | None = None,

@@ -1047,10 +1047,46 @@ def test_analyze_keeps_the_sda_top_best_it_is_asked_for_with_sda_watch() -> None
             max(len(v) for v in a.to_json()["statistical_disclosure"]["targets"][0]["top_after_k"].values())
             == top
         )
+
+
+@pytest.mark.parametrize("top", [0, -1, 10_001, 10**40, True, 2.0, "3"])
+@pytest.mark.parametrize("watch", [None, {"bob": ["alice"]}])
+def test_analyze_refuses_an_sda_top_the_cli_refuses(top: Any, watch: Any) -> None:
+    """``relaysim analyze --sda-top`` refuses 0 and more than MAX_SDA_TOP; ``analyze(sda_top=0)`` from
+    Python gave rankings naming no one, and a million asked the attack to keep more than the bound
+    --sda-top rests on. Both are refused as the option refuses them, naming sda_top."""
+    from relaysim.sims.analysis.runfiles import MAX_SDA_TOP, brief
+
+    assert MAX_SDA_TOP == 10_000
+    view = _dense_view(30, 10, 4.0, 1)
     with pytest.raises(
-        ValueError, match=r"^sda_top: expected a whole number of accounts, 0 or more, got -1$"
-    ):
-        analyze(view, sda_watch={"bob": ["alice"]}, sda_top=-1)
+        ValueError, match=r"^sda_top: expected a whole number of accounts from 1 to 10,000, got "
+    ) as exc:
+        analyze(view, sda_targets=["bob"], sda_epoch=1.0, sda_watch=watch, sda_top=top)
+    assert str(exc.value).endswith(f"got {brief(top)}")
+    for top in (1, MAX_SDA_TOP):  # (the bounds themselves are taken)
+        assert analyze(view, sda_targets=["bob"], sda_epoch=1.0, sda_watch=watch, sda_top=top).sda_top == top
+
+
+def test_the_sda_top_bound_keeps_the_attack_within_the_bytes_one_call_may_keep() -> None:
+    """MAX_SDA_TOP (10,000) rests on statistical_disclosure's constants: with a transcript, analyze asks
+    it to keep that many accounts (an index and a score, 8 bytes each) at each of CHECKPOINTS and each
+    target's last, for each of up to MAX_TARGETS targets (its default max_targets), within
+    MAX_RANKING_BYTES, past which the call is refused naming keep_top, no option of analyze's. Raising
+    max_targets, adding checkpoints or lowering the bytes, without the bound, fails here."""
+    import inspect
+
+    from relaysim.sims.analysis import sda
+    from relaysim.sims.analysis.runfiles import MAX_SDA_TOP
+
+    assert inspect.signature(statistical_disclosure).parameters["max_targets"].default == sda.MAX_TARGETS
+    per_account = np.dtype(np.intp).itemsize + np.dtype(np.int64).itemsize  # (best's indices, scores)
+    worst = MAX_SDA_TOP * (len(sda.CHECKPOINTS) + 1) * sda.MAX_TARGETS * per_account
+    assert worst <= sda.MAX_RANKING_BYTES, (worst, sda.MAX_RANKING_BYTES)
+    # the bytes per account counted are those: one account kept at one checkpoint, 16 bytes
+    with pytest.raises(sda.RankingBoundError) as exc:
+        sda._count_kept(0, np.zeros(1, np.intp), np.zeros(1, np.int64), per_account - 1, "bob", 1, 1)
+    assert exc.value.kept == per_account
 
 
 def test_the_analyze_help_says_how_many_of_the_best_its_rankings_give() -> None:
@@ -1106,13 +1142,9 @@ def test_the_markdown_names_no_more_of_the_best_than_the_analysis_kept(
     from relaysim.sims.analysis_scoring import to_markdown
 
     watch = truth.all_contacts()
-    for top, says in ((1, r": \w+ \([+-]\d+\)$"), (0, r": none kept \(sda_top=0\)$")):
-        md = to_markdown("relay", analyze(relay_view, sda_watch=watch, sda_top=top), None)
-        lines = [line for line in md.splitlines() if " target epochs: " in line]
-        assert lines and all(re.search(says, line) for line in lines), (top, lines)
-    # without a watch the attack keeps every account: 0 asks the JSON for none, not the Markdown
-    md = to_markdown("relay", analyze(relay_view, sda_top=0), None)
-    assert "none kept" not in md and "nobody" not in md
+    md = to_markdown("relay", analyze(relay_view, sda_watch=watch, sda_top=1), None)
+    lines = [line for line in md.splitlines() if " target epochs: " in line]
+    assert lines and all(re.search(r": \w+ \([+-]\d+\)$", line) for line in lines), lines
 
 
 @pytest.mark.parametrize(
@@ -1125,28 +1157,39 @@ def test_the_markdown_names_no_more_of_the_best_than_the_analysis_kept(
         ("10001", "expected at most 10,000 accounts (each is kept for every target at every checkpoint)"),
     ],
 )
-def test_cli_analyze_refuses_an_sda_top_that_is_no_count_of_accounts(
-    given: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["analyze", "defences"])
+def test_cli_refuses_an_sda_top_that_is_no_count_of_accounts(
+    command: str, given: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """analyze's --sda-top, and defences' (each variant's analysis took the default 10 best, with no
+    option to ask for more): one option, refusing the same values in the same words."""
+    where = [str(tmp_path)] if command == "analyze" else ["two-friends", "--out", str(tmp_path / "d")]
     with pytest.raises(SystemExit) as exc:
-        main(["analyze", str(tmp_path), "--sda-top", given])
+        main([command, *where, "--sda-top", given])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --sda-top: {says}" in err and "Traceback" not in err, err
 
 
-def test_the_analyze_help_gives_sda_top_s_default_and_meaning() -> None:
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        ("analyze", "the JSON's top_after_k"),
+        ("defences", "each DIR/<variant>/analysis/as-seen/relay.json's top_after_k"),
+    ],
+)
+def test_the_help_gives_sda_top_s_default_and_meaning(command: str, where: str) -> None:
     import argparse
 
     from relaysim.sims.cli import build_parser
 
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    flat = " ".join(subparsers.choices["analyze"].format_help().split())
+    flat = " ".join(subparsers.choices[command].format_help().split())
     assert (
         "--sda-top N how many of the best-ranked accounts the statistical disclosure attack's rankings"
         in flat
     )
-    assert "(the JSON's top_after_k)" in flat and f"(default: {SDA_TOP}); from 1 to 10,000" in flat
+    assert f"({where})" in flat and f"(default: {SDA_TOP}); from 1 to 10,000" in flat
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

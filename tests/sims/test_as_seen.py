@@ -388,6 +388,37 @@ def test_cli_defences_prints_and_writes_one_row_per_defence(
     assert "pass --force" in capsys.readouterr().err
 
 
+def test_cli_defences_sda_top_sets_how_many_of_the_best_each_variant_s_analysis_gives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relaysim defences`` analysed each variant with the default 10 best per checkpoint, whatever one
+    wanted (analyze had --sda-top, defences none). ``--sda-top N`` gives each variant's analysis the N
+    best: the same as ``relaysim analyze DIR/<variant> --as-seen --sda-top N`` writes."""
+    from relaysim.sims import defences
+
+    real = defences.run_defences
+    one = {"as written": defences.VARIANTS["as written"]}
+    monkeypatch.setattr(defences, "run_defences", lambda *a, **k: real(*a, variants=one, **k))
+    scenario = tmp_path / "as-seen-test.toml"
+    scenario.write_text(_scenario(), encoding="utf-8")
+    written = {}
+    for top in (None, 1):
+        out = tmp_path / f"top-{top}"
+        given = ["--sda-top", str(top)] if top else []
+        assert main(["defences", str(scenario), "--out", str(out), "--workers", "1", "--quiet", *given]) == 0
+        capsys.readouterr()
+        page = out / "as-written" / "analysis" / "as-seen" / "relay.json"
+        data = json.loads(page.read_text(encoding="utf-8"))["analysis"]["statistical_disclosure"]
+        written[top] = {t["target"]: t["top_after_k"] for t in data["targets"]}
+        if top:  # (what analyze --as-seen --sda-top writes of the same run)
+            assert main(["analyze", str(out / "as-written"), "--as-seen", "--sda-top", str(top)]) == 0
+            assert json.loads(page.read_text(encoding="utf-8"))["analysis"]["statistical_disclosure"] == data
+    assert written[None] and written[None].keys() == written[1].keys()
+    assert max(len(v) for t in written[None].values() for v in t.values()) > 1
+    for target, per_k in written[None].items():
+        assert {k: best[:1] for k, best in per_k.items()} == written[1][target]
+
+
 def test_defences_says_so_when_the_analysis_kept_no_pass_of_the_attack_to_score(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
