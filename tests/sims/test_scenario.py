@@ -612,7 +612,7 @@ def _partition(text: str) -> str:
         (
             '[["1h", "2h"]]',
             '[["1h", "2h"], ["5h", "6h"]]',
-            "people[0].devices[0].offline[1]: expected a window starting before the end of the run (14400 s)",
+            "people[0].devices[0].offline[1]: expected a window starting before the end of the run, got ['5h', '6h'] (from 18,000 s), after the scenario's end, duration \"4h\" (14,400 s)",
         ),
         (
             '[["1h", "2h"]]',
@@ -622,17 +622,17 @@ def _partition(text: str) -> str:
         (
             "latency_ms = 60",
             _partition('{ regions = ["pk"], from = "4h", to = "6h" }'),
-            "network.partitions[0].from: expected a time before the end of the run (14400 s), got 14400 s",
+            'network.partitions[0].from: expected a time before the end of the run, got "4h" (14,400 s), at the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order('to = "5h"'),
-            "events[1].to: expected a time by the end of the run (14400 s), got 18000 s",
+            'events[1].to: expected a time by the end of the run, got "5h" (18,000 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order('from = "4h"\nto = "4h"'),
-            "events[1].from: expected a time before the end of the run (14400 s), got 14400 s",
+            'events[1].from: expected a time before the end of the run, got "4h" (14,400 s), at the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             "latency_ms = 60",
@@ -720,30 +720,30 @@ def _partition(text: str) -> str:
         (
             'events]]\nat = "3h"',
             'events]]\nat = "4h0.0000001s"',
-            "events[0].at: expected a time within the scenario (14400 s), got 14400.0000001 s",
+            'events[0].at: expected a time within the scenario, got "4h0.0000001s" (14400.0000001 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order('to = "4h0.0000001s"'),
-            "events[1].to: expected a time by the end of the run (14400 s), got 14400.0000001 s",
+            'events[1].to: expected a time by the end of the run, got "4h0.0000001s" (14400.0000001 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             'duration = "4h"',
             'duration = "365d0.000001s"',
             'scenario.duration: expected a positive duration of at most "365d" (3.1536e+07 s), got '
-            "31536000.000001 s",
+            '"365d0.000001s" (31536000.000001 s)',
         ),
         # an order served past the longest run, as `relaysim disclose --at 1e308` or "366d" is refused:
         # a scenario's events happen by its end, and its duration is at most "365d"
         (
             _EVENT_END,
             _order("").replace('at = "1h"', "at = 1e308"),
-            "events[1].at: expected a time within the scenario (14400 s), got 1e+308 s",
+            'events[1].at: expected a time within the scenario, got 1e+308 s, after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order("").replace('at = "1h"', 'at = "366d"'),
-            "events[1].at: expected a time within the scenario (14400 s), got 3.16224e+07 s",
+            'events[1].at: expected a time within the scenario, got "366d" (31,622,400 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
         (
@@ -795,7 +795,7 @@ def _partition(text: str) -> str:
         (
             _EVENT_END,
             _order('withdrawn = "5h"', process="pen_register"),
-            "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
+            'events[1].withdrawn: expected a time by the end of the run, got "5h" (18,000 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
@@ -830,7 +830,7 @@ def _partition(text: str) -> str:
         (
             _EVENT_END,
             _order('answered = "5h"', process="pen_register"),
-            "events[1].answered: expected a time by the end of the run (14400 s), got 18000 s",
+            'events[1].answered: expected a time by the end of the run, got "5h" (18,000 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
@@ -877,7 +877,7 @@ def _partition(text: str) -> str:
         (
             _RELAY,
             f'[traffic]\nmoves = [{{ device = "bob/1", at = "4h", address = "100.64.0.9" }}]\n\n{_RELAY}',
-            "traffic.moves[0].at: expected a time before the end of the run (14400 s), got 14400 s",
+            'traffic.moves[0].at: expected a time before the end of the run, got "4h" (14,400 s), at the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _RELAY,
@@ -933,6 +933,87 @@ def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> N
         parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
     assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)
     assert "\n" not in str(info.value)
+
+
+_GROUP = '[[groups]]\nname = "g"\nmembers = ["alice", "bob"]\ntimeline = [{ at = "5h", from = "alice", text = "hi" }]\n'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ('at = "3h"', 'at = "5h"', "events[0].at"),
+        ('{ at = "10m", from = "alice"', '{ at = "5h", from = "alice"', "conversations[0].messages[0].at"),
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pk"], from = "5h", to = "6h" }'),
+            "network.partitions[0].from",
+        ),
+        ('offline = [["1h", "2h"]]', 'offline = [["5h", "6h"]]', "people[0].devices[0].offline[0]"),
+        (_EVENT_END, _order('to = "5h"'), "events[1].to"),
+        (_EVENT_END, _order('from = "5h"\nto = "6h"'), "events[1].from"),
+        (_EVENT_END, _order('to = "3h30m"\nwithdrawn = "5h"', process="pen_register"), "events[1].withdrawn"),
+        (_EVENT_END, _order('answered = "5h"', process="pen_register"), "events[1].answered"),
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "alice/1", at = "5h", address = "192.0.2.9" }}]\n\n{_RELAY}',
+            "traffic.moves[0].at",
+        ),
+        (_EVENT_END, f"{_EVENT_END}\n{_GROUP}", "groups[0].timeline[0].at"),
+    ],
+)
+def test_a_time_past_the_end_is_said_as_the_file_writes_it(old: str, new: str, path: str) -> None:
+    """A time after the end of the run was said in seconds only: "events[0].at: expected a time within
+    the scenario (10800 s), got 18000 s" where the file says at = "5h" and duration = "3h". Every key
+    that takes a time says it, and the duration, as written, each with its seconds."""
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    message = str(info.value)
+    assert message.startswith(f"bad.toml: {path}: expected "), message
+    written = (
+        "['5h', '6h'] (from 18,000 s)" if "offline" in path else '"5h" (18,000 s)'
+    )  # (a window: its pair)
+    assert f"got {written}, " in message, message
+    assert 'after the scenario\'s end, duration "4h" (14,400 s)' in message, message
+
+
+@pytest.mark.parametrize(
+    ("duration", "at", "said"),
+    [
+        # a number under 60: as the first unit that holds the time refused
+        ("3", '"10m"', 'duration 3 (3 s: a bare number is seconds; for 3 hours, write duration = "3h")'),
+        ("3", "100", 'duration 3 (3 s: a bare number is seconds; for 3 minutes, write duration = "3m")'),
+        (
+            "1.5",
+            '"1d"',
+            'duration 1.5 (1.5 s: a bare number is seconds; for 1.5 days, write duration = "1.5d")',
+        ),
+        # a larger one is more likely seconds meant: the same duration with units
+        ("5400", '"2h"', 'duration 5400 (5400 s: a bare number is seconds, duration = "1h30m" with a unit)'),
+        ("50", '"400d"', 'duration 50 (50 s: a bare number is seconds, duration = "50s" with a unit)'),
+    ],
+)
+def test_a_time_past_a_bare_number_duration_says_the_number_is_seconds(
+    duration: str, at: str, said: str
+) -> None:
+    """``duration = 3`` is 3 seconds (taken, as it always was), and the first error was then a message's
+    or an event's time, with no word that the 3 was read as seconds. Now that error says so, and how to
+    write the duration with a unit."""
+    text = GOOD.replace('duration = "4h"', f"duration = {duration}").replace('at = "10m"', "at = 0")
+    text = text.replace('at = "1h30m"', "at = 0").replace('at = "3h"', f"at = {at}")
+    text = text.replace('offline = [["1h", "2h"]]', "offline = []")
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    message = str(info.value)
+    assert message.startswith("bad.toml: events[0].at: expected a time within the scenario, got "), message
+    assert message.endswith(f"after the scenario's end, {said} (line 23)"), message
+
+
+def test_a_bare_number_duration_is_taken_as_seconds() -> None:
+    text = GOOD.replace('duration = "4h"', "duration = 3").replace('at = "10m"', "at = 0")
+    text = text.replace('at = "1h30m"', "at = 1").replace('at = "3h"', "at = 2")
+    text = text.replace('offline = [["1h", "2h"]]', "offline = []")
+    assert parse_scenario(text, "ok.toml").duration == 3.0
 
 
 @pytest.mark.parametrize("process", ["pen_register", "wiretap"])
