@@ -1471,6 +1471,11 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         path = f"network.latency[{i}]"
         it = r.table(item, path)
         r.known(it, path, ["between", "ms"])
+        if "between" in it and not isinstance(it["between"], list):
+            raise r.fail(
+                f"{path}.between",
+                f'expected an array of two regions\' names, e.g. between = ["pk", "us"], got {_show(it["between"])}',
+            )
         between = r.get(it, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between):
             raise r.fail(f"{path}.between", f"expected two region names, got {_show(between)}")
@@ -1758,6 +1763,14 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
         path = f"conversations[{i}]"
         t = r.table(item, path)
         r.known(t, path, ["between", "messages"])
+        if "between" in t and not isinstance(t["between"], list):
+            # (between = "amira, ben" or "amira" was "expected an array": of what, it did not say)
+            pair = sorted(names)[:2] if len(names) >= 2 else ["alice", "bob"]
+            raise r.fail(
+                f"{path}.between",
+                f'expected an array of two people\'s names, e.g. between = ["{pair[0]}", "{pair[1]}"], '
+                f"got {_show(t['between'])}",
+            )
         between = r.get(t, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between) or between[0] == between[1]:
             raise r.fail(f"{path}.between", f"expected two different people, got {_show(between)}")

@@ -1016,6 +1016,36 @@ def test_a_bare_number_duration_is_taken_as_seconds() -> None:
     assert parse_scenario(text, "ok.toml").duration == 3.0
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'between = ["alice", "bob"]',
+            'between = "alice, bob"',
+            "conversations[0].between: expected an array of two people's names, e.g. "
+            'between = ["alice", "bob"], got string \'alice, bob\' (line 19)',
+        ),
+        (
+            'between = ["alice", "bob"]',
+            'between = "alice"',
+            "conversations[0].between: expected an array of two people's names, e.g. "
+            'between = ["alice", "bob"], got string \'alice\' (line 19)',
+        ),
+        (
+            'between = ["pk", "us"]',
+            'between = "pk us"',
+            "network.latency[0].between: expected an array of two regions' names, e.g. "
+            'between = ["pk", "us"], got string \'pk us\' (line 9)',
+        ),
+    ],
+)
+def test_between_given_a_string_says_what_array_it_takes(old: str, new: str, expected: str) -> None:
+    """``between = "alice, bob"`` was "expected an array", saying neither of what nor how to write one."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    assert str(info.value) == f"bad.toml: {expected}"
+
+
 @pytest.mark.parametrize("process", ["pen_register", "wiretap"])
 def test_a_forward_looking_orders_from_at_service_is_what_it_does_and_is_taken(process: str) -> None:
     scenario = parse_scenario(
