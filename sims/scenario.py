@@ -1046,6 +1046,9 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        twice = _declared_twice(str(exc), text)
+        if twice is not None:
+            raise ScenarioError(source, twice[0], twice[1], twice[2]) from None
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
     except RecursionError:
         raise ScenarioError(
@@ -1054,6 +1057,65 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
     except ValueError as exc:  # an integer too long to convert
         path, where = _long_integer(text)
         raise ScenarioError(source, path, f"not valid TOML: {str(exc).split(';')[0]}{where}") from None
+
+
+# The tables a scenario takes as arrays of tables, one [[NAME]] per item, and what an item is
+_ARRAYS_OF_TABLES = {
+    "people": "person",
+    "conversations": "conversation",
+    "events": "event",
+    "groups": "group",
+}
+
+
+def _declared_twice(message: str, text: str) -> tuple[str, str, int] | None:
+    """tomllib's "Cannot declare ('people',) twice (at line 8, column 8)" in a scenario's words: the
+    table's key path, where each header is, and what to write instead: for a table the scenario takes
+    as an array of tables, ``[[people]]``, one per person (``[people]`` twice is the newcomer's way of
+    writing two people); for any other, one table holding all its keys. Also "Cannot overwrite a
+    value" where the line is ``[[people]]`` after a ``[people]``. None for any other error."""
+    match = re.fullmatch(
+        r"Cannot (?:declare \(((?:'[A-Za-z0-9_-]+', ?)+)\) twice|overwrite a value) \(at line (\d+), column \d+\)",
+        message,
+    )
+    if match is None:
+        return None
+    lines, line = text.splitlines(), int(match.group(2))
+    if match.group(1) is not None:
+        name = ".".join(re.findall(r"'([A-Za-z0-9_-]+)'", match.group(1)))
+    else:  # (a value overwritten: only a [[NAME]] header on that line, after a [NAME], is said here)
+        header = _TOML_HEADER.fullmatch(lines[line - 1]) if 0 < line <= len(lines) else None
+        if header is None or header.group(1) != "[[":
+            return None
+        name = re.sub(r"\s", "", header.group(2))
+        if name not in _ARRAYS_OF_TABLES:
+            return None
+    first = None
+    for n, written in enumerate(lines[: line - 1], start=1):
+        header = _TOML_HEADER.fullmatch(written)
+        if header and re.sub(r"\s", "", header.group(2)) == name:
+            first = (header.group(1), n)
+            break
+    if first is None:
+        if match.group(1) is None:
+            return None
+        said = f"not valid TOML: the table [{name}] is declared twice"
+    elif first[0] == "[[" or match.group(1) is None:
+        this = "[" if first[0] == "[[" else "[["
+        said = (
+            f"not valid TOML: {this}{name}{this.replace('[', ']')} after "
+            f"{first[0]}{name}{first[0].replace('[', ']')} at line {first[1]}"
+        )
+    else:
+        said = f"not valid TOML: the table [{name}] is declared twice (first at line {first[1]})"
+    if name in _ARRAYS_OF_TABLES:
+        return (
+            name,
+            f"{said}; a scenario's {name} are an array of tables: begin each "
+            f"{_ARRAYS_OF_TABLES[name]} with [[{name}]] (double brackets)",
+            line,
+        )
+    return name, f"{said}: give all its keys under one [{name}]", line
 
 
 def _long_integer(text: str) -> tuple[str, str]:

@@ -230,6 +230,54 @@ def test_invalid_toml_names_the_file() -> None:
         parse_scenario("[scenario\n", "bad.toml")
 
 
+_HEAD = '[scenario]\nname = "x"\nduration = "3h"\n\n'
+_ONE_PER_PERSON = (
+    "a scenario's people are an array of tables: begin each person with [[people]] (double brackets)"
+)
+
+
+@pytest.mark.parametrize(
+    ("tables", "expected"),
+    [
+        (
+            '[people]\nname = "amira"\n\n[people]\nname = "ben"\n',
+            f"people: not valid TOML: the table [people] is declared twice (first at line 5); {_ONE_PER_PERSON} (line 8)",
+        ),
+        (
+            '[[people]]\nname = "amira"\n\n[people]\nname = "ben"\n',
+            f"people: not valid TOML: [people] after [[people]] at line 5; {_ONE_PER_PERSON} (line 8)",
+        ),
+        (
+            '[people]\nname = "amira"\n\n[[people]]\nname = "ben"\n',
+            f"people: not valid TOML: [[people]] after [people] at line 5; {_ONE_PER_PERSON} (line 8)",
+        ),
+        (
+            '[events]\nat = "1h"\n[events]\nat = "2h"\n',
+            "events: not valid TOML: the table [events] is declared twice (first at line 5); a scenario's events "
+            "are an array of tables: begin each event with [[events]] (double brackets) (line 7)",
+        ),
+        (
+            '[relay]\nprofile = "signal"\n\n[relay]\nregion = "pk"\n',
+            "relay: not valid TOML: the table [relay] is declared twice (first at line 5): give all its keys "
+            "under one [relay] (line 8)",
+        ),
+    ],
+)
+def test_a_table_declared_twice_is_said_with_its_lines_and_what_to_write(tables: str, expected: str) -> None:
+    """``[people]`` written once per person was tomllib's "Cannot declare ('people',) twice (at line 8,
+    column 8)": right about the line, silent on what to write. The error names both headers' lines and,
+    for a table the scenario takes as an array of tables, [[people]]."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_HEAD + tables, "bad.toml")
+    assert str(info.value) == f"bad.toml: {expected}"
+
+
+def test_another_toml_error_is_tomllibs_own() -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_HEAD + "a = 1\na = 2\n", "bad.toml")
+    assert str(info.value) == "bad.toml: not valid TOML: Cannot overwrite a value (at line 6, column 6)"
+
+
 @given(st.integers(0, 10**6), st.integers(0, 59), st.integers(0, 23))
 def test_durations(seconds: int, minutes: int, hours: int) -> None:
     assert parse_duration(seconds) == seconds
