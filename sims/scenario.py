@@ -524,6 +524,14 @@ class RelaySpec:
     address: str = "198.51.100.1"
     profile: str = "keep-everything"
     sealed_sender: bool | None = None  # None: the profile's default
+    # whether the file names the profile ([relay] profile): a run under keep-everything that no file asked
+    # for says so, "(the default)" (the same run either way, so not compared)
+    profile_given: bool = field(default=True, compare=False)
+
+    def profile_said(self) -> str:
+        """The relay profile as a run's summary names it: ``signal``, or ``keep-everything (the default)``
+        when the scenario named none."""
+        return self.profile if self.profile_given else f"{self.profile} (the default)"
 
 
 @dataclass(frozen=True)
@@ -1637,6 +1645,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
+        profile_given="profile" in t,
     )
 
 
