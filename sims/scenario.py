@@ -805,7 +805,7 @@ class _Reader:
         elif isinstance(written_end, str):
             end = f"duration {_as_written(written_end, duration, at)}"
         else:  # a bare number: seconds, which the writer may not have meant
-            end = f"duration {_shown(duration, at)} ({_bare_duration_hint(written_end, at)})"
+            end = f"duration {_shown(duration, at)} ({_bare_duration_hint(duration, at)})"
         return self.fail(
             where,
             f"expected {expected}, got {got or _as_written(written, at, duration)}, {side} the scenario's end, {end}",
