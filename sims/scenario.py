@@ -2850,7 +2850,7 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
             raise r.fail(
                 f"traffic.{key}",
                 f'expected a duration of at most "365d" ({_shown(MAX_DURATION, delays[key])} s, the longest run), '
-                f"got {_shown(delays[key], MAX_DURATION)} s",
+                f"got {_as_written(t[key], delays[key], MAX_DURATION)}",
             )
     return TrafficSpec(
         reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
@@ -2879,7 +2879,8 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         # receipts wait for the next multiple of it (sims.world.timeline): 0 has none
         raise r.fail(
             "defences.receipt_batch",
-            f"expected a positive duration (at least {_shown(MIN_RECEIPT_BATCH, batch)} s), got {_shown(batch, MIN_RECEIPT_BATCH)} s",
+            f"expected a positive duration (at least {_shown(MIN_RECEIPT_BATCH, batch)} s), "
+            f"got {_as_written(t['receipt_batch'], batch, MIN_RECEIPT_BATCH)}",
         )
     return DefenceSpec(
         receipts=_choice(r, t, "receipts", "defences", RECEIPT_MODES, d.receipts),

@@ -954,7 +954,8 @@ def _partition(text: str) -> str:
         (
             _RELAY,
             f'[traffic]\nread_delay = "366d"\n\n{_RELAY}',
-            "traffic.read_delay: expected a duration of at most",
+            'traffic.read_delay: expected a duration of at most "365d" (3.1536e+07 s, the longest run), got "366d" '
+            "(31,622,400 s)",
         ),
         # a scenario's name that is only too long was said to hold something other than letters
         (
@@ -971,7 +972,7 @@ def _partition(text: str) -> str:
         (
             _RELAY,
             f'[defences]\nreceipt_batch = "0s"\n\n{_RELAY}',
-            "defences.receipt_batch: expected a positive duration",
+            'defences.receipt_batch: expected a positive duration (at least 0.001 s), got "0s" (0 s)',
         ),
     ],
 )
