@@ -397,7 +397,8 @@ def _run(args: argparse.Namespace) -> int:
     p50 = "–" if lat["p50"] is None else f"{lat['p50']:.3f} s"
     p99 = "–" if lat["p99"] is None else f"{lat['p99']:.3f} s"
     print(
-        f"{scenario.name} (seed {scenario.seed}): {summary['people']} people, {summary['devices']} devices, "
+        f"{scenario.name} (seed {scenario.seed}) under relay profile {scenario.relay.profile_said()}: "
+        f"{summary['people']} people, {summary['devices']} devices, "
         f"{m['planned']} messages; {m['device_deliveries']}/{m['device_deliveries_expected']} device deliveries, "
         f"{m['lost_by_network']} lost by the network; latency p50 {p50}, p99 {p99}; "
         f"{time.monotonic() - started:.1f} s of real time."

@@ -281,7 +281,9 @@ def run_matrix_to_dir(
     results: dict[str, SimulationResult] = {}
     empty: dict[str, dict[str, list[str]]] = {}  # provided, but nothing of it in this run
     for name in profiles:
-        single = replace(scenario, relay=replace(scenario.relay, profile=name), matrix=False)
+        single = replace(
+            scenario, relay=replace(scenario.relay, profile=name, profile_given=True), matrix=False
+        )
         results[name], _summary = run_one(single, out / name, progress=progress)
         empty[name] = {
             d.process.process: in_order(c for c, rows in d.provided.items() if not rows)

@@ -383,7 +383,8 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         md_block(scenario.description or ""),
         "",
         f"Seed {summary['seed']}, {summary['duration_s'] / 3600:g} simulated hours, "
-        f"{summary['people']} people on {summary['devices']} devices.",
+        f"{summary['people']} people on {summary['devices']} devices; relay profile "
+        f"{md_text(scenario.relay.profile_said())}.",
         "",
         "## Messages",
         "",
@@ -1542,7 +1543,9 @@ def run_comparison_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, tuple[SimulationResult, dict[str, Any]]] = {}
     for name in scenario.compare_profiles:
-        single = replace(scenario, relay=replace(scenario.relay, profile=name), compare_profiles=())
+        single = replace(
+            scenario, relay=replace(scenario.relay, profile=name, profile_given=True), compare_profiles=()
+        )
         runs[name] = run_to_dir(single, out / name, progress=progress, counterfactuals=False)
     comparison = _comparison(runs)
     summary: dict[str, Any] = {

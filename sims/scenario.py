@@ -524,6 +524,14 @@ class RelaySpec:
     address: str = "198.51.100.1"
     profile: str = "keep-everything"
     sealed_sender: bool | None = None  # None: the profile's default
+    # whether the file names the profile ([relay] profile): a run under keep-everything that no file asked
+    # for says so, "(the default)" (the same run either way, so not compared)
+    profile_given: bool = field(default=True, compare=False)
+
+    def profile_said(self) -> str:
+        """The relay profile as a run's summary names it: ``signal``, or ``keep-everything (the default)``
+        when the scenario named none."""
+        return self.profile if self.profile_given else f"{self.profile} (the default)"
 
 
 @dataclass(frozen=True)
@@ -775,9 +783,33 @@ class _Reader:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        # [scenario] duration as the file writes it ("3h", or a bare number of seconds), once read: an
+        # error about a time past the end says the end as it was written (past_end)
+        self.duration_written: object = None
 
     def fail(self, path: str, message: str) -> ScenarioError:
         return ScenarioError(self.source, path, message)
+
+    def past_end(
+        self, where: str, expected: str, written: object, at: float, duration: float, got: str = ""
+    ) -> ScenarioError:
+        """The error for a time at or after the end of the run, in the file's own words: the time and
+        the duration as written, each with its seconds (``got "5h" (18,000 s), after the scenario's end,
+        duration "3h" (10,800 s)``), and, when the duration is a bare number, that a bare number is
+        seconds and how to write it with a unit. ``expected`` is what the key takes ("a time before the
+        end of the run"); ``got``, what to show as given instead of the time as written (a window's pair)."""
+        side = "at" if at == duration else "after"
+        written_end = self.duration_written
+        if written_end is None:
+            end = f"{_shown(duration, at)} s"
+        elif isinstance(written_end, str):
+            end = f"duration {_as_written(written_end, duration, at)}"
+        else:  # a bare number: seconds, which the writer may not have meant
+            end = f"duration {_shown(duration, at)} ({_bare_duration_hint(duration, at)})"
+        return self.fail(
+            where,
+            f"expected {expected}, got {got or _as_written(written, at, duration)}, {side} the scenario's end, {end}",
+        )
 
     def table(self, data: object, path: str) -> Mapping[str, Any]:
         if not isinstance(data, dict):
@@ -881,6 +913,50 @@ def _shown(seconds: float, *others: float) -> str:
     return text
 
 
+def _seconds(seconds: float, *others: float) -> str:
+    """``seconds`` for a reader: a whole number with thousands separated (``18,000``), else as _shown."""
+    if seconds.is_integer() and seconds < 1e15:
+        return f"{int(seconds):,}"
+    return _shown(seconds, *others)
+
+
+def _as_written(written: object, seconds: float, *others: float) -> str:
+    """A time as the file writes it, and what it is in seconds: ``"5h" (18,000 s)``; a bare number,
+    which is seconds already, as written (``18000 s``). (A string that parsed as a duration holds only
+    digits, '.', units and spaces: quoted as TOML writes it.)"""
+    if isinstance(written, str):
+        shown = f'"{written}"' if len(written) <= MAX_SHOWN else _brief(written)
+        return f"{shown} ({_seconds(seconds, *others)} s)"
+    return f"{_shown(seconds, *others)} s"
+
+
+def _with_units(seconds: float) -> str:
+    """Whole seconds as a duration string with units: 10800 as ``"3h"``, 5400 as ``"1h30m"``."""
+    rest, parts = int(seconds), []
+    for unit in "dhms":
+        n, rest = divmod(rest, _UNITS[unit])
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"
+
+
+_UNIT_WORDS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def _bare_duration_hint(written: float, refused: float) -> str:
+    """What to say when [scenario] duration is a bare number (``duration = 3``) and a time is refused for
+    being past it: that a bare number is seconds, and the duration with a unit. A number under 60, as
+    minutes, hours or days, the first that holds the refused time (within "365d"): ``for 3 hours, write
+    duration = "3h"``; otherwise (3600 is more likely meant as seconds) the same duration with units."""
+    shown = f"{_shown(written)} s: a bare number is seconds"
+    for unit, word in _UNIT_WORDS.items():
+        if written < 60 and refused < written * _UNITS[unit] <= MAX_DURATION:
+            return f'{shown}; for {written:g} {word}, write duration = "{written:g}{unit}"'
+    if float(written).is_integer():
+        return f'{shown}, duration = "{_with_units(written)}" with a unit'
+    return shown
+
+
 def _show(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
     shown = _brief(value)
@@ -978,6 +1054,9 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        twice = _declared_twice(str(exc), text)
+        if twice is not None:
+            raise ScenarioError(source, twice[0], twice[1], twice[2]) from None
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
     except RecursionError:
         raise ScenarioError(
@@ -986,6 +1065,65 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
     except ValueError as exc:  # an integer too long to convert
         path, where = _long_integer(text)
         raise ScenarioError(source, path, f"not valid TOML: {str(exc).split(';')[0]}{where}") from None
+
+
+# The tables a scenario takes as arrays of tables, one [[NAME]] per item, and what an item is
+_ARRAYS_OF_TABLES = {
+    "people": "person",
+    "conversations": "conversation",
+    "events": "event",
+    "groups": "group",
+}
+
+
+def _declared_twice(message: str, text: str) -> tuple[str, str, int] | None:
+    """tomllib's "Cannot declare ('people',) twice (at line 8, column 8)" in a scenario's words: the
+    table's key path, where each header is, and what to write instead: for a table the scenario takes
+    as an array of tables, ``[[people]]``, one per person (``[people]`` twice is the newcomer's way of
+    writing two people); for any other, one table holding all its keys. Also "Cannot overwrite a
+    value" where the line is ``[[people]]`` after a ``[people]``. None for any other error."""
+    match = re.fullmatch(
+        r"Cannot (?:declare \(((?:'[A-Za-z0-9_-]+', ?)+)\) twice|overwrite a value) \(at line (\d+), column \d+\)",
+        message,
+    )
+    if match is None:
+        return None
+    lines, line = text.splitlines(), int(match.group(2))
+    if match.group(1) is not None:
+        name = ".".join(re.findall(r"'([A-Za-z0-9_-]+)'", match.group(1)))
+    else:  # (a value overwritten: only a [[NAME]] header on that line, after a [NAME], is said here)
+        header = _TOML_HEADER.fullmatch(lines[line - 1]) if 0 < line <= len(lines) else None
+        if header is None or header.group(1) != "[[":
+            return None
+        name = re.sub(r"\s", "", header.group(2))
+        if name not in _ARRAYS_OF_TABLES:
+            return None
+    first = None
+    for n, written in enumerate(lines[: line - 1], start=1):
+        header = _TOML_HEADER.fullmatch(written)
+        if header and re.sub(r"\s", "", header.group(2)) == name:
+            first = (header.group(1), n)
+            break
+    if first is None:
+        if match.group(1) is None:
+            return None
+        said = f"not valid TOML: the table [{name}] is declared twice"
+    elif first[0] == "[[" or match.group(1) is None:
+        this = "[" if first[0] == "[[" else "[["
+        said = (
+            f"not valid TOML: {this}{name}{this.replace('[', ']')} after "
+            f"{first[0]}{name}{first[0].replace('[', ']')} at line {first[1]}"
+        )
+    else:
+        said = f"not valid TOML: the table [{name}] is declared twice (first at line {first[1]})"
+    if name in _ARRAYS_OF_TABLES:
+        return (
+            name,
+            f"{said}; a scenario's {name} are an array of tables: begin each "
+            f"{_ARRAYS_OF_TABLES[name]} with [[{name}]] (double brackets)",
+            line,
+        )
+    return name, f"{said}: give all its keys under one [{name}]", line
 
 
 def _long_integer(text: str) -> tuple[str, str]:
@@ -1091,8 +1229,10 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     if not 0 < duration <= MAX_DURATION:
         raise r.fail(
             "scenario.duration",
-            f'expected a positive duration of at most "365d" ({_shown(MAX_DURATION, duration)} s), got {_shown(duration, MAX_DURATION)} s',
+            f'expected a positive duration of at most "365d" ({_shown(MAX_DURATION, duration)} s), '
+            f"got {_as_written(head['duration'], duration, MAX_DURATION)}",
         )
+    r.duration_written = head["duration"]
     seed = r.integer(
         head, "seed", "scenario", f"from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds)", 0
     )
@@ -1401,6 +1541,11 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         path = f"network.latency[{i}]"
         it = r.table(item, path)
         r.known(it, path, ["between", "ms"])
+        if "between" in it and not isinstance(it["between"], list):
+            raise r.fail(
+                f"{path}.between",
+                f'expected an array of two regions\' names, e.g. between = ["pk", "us"], got {_show(it["between"])}',
+            )
         between = r.get(it, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between):
             raise r.fail(f"{path}.between", f"expected two region names, got {_show(between)}")
@@ -1431,10 +1576,7 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
                 raise r.fail(f"{path}.regions[{j}]", f"{_brief(region)} is named twice")
         start, end = r.duration(it, "from", path), r.duration(it, "to", path)
         if start >= duration:
-            raise r.fail(
-                f"{path}.from",
-                f"expected a time before the end of the run ({_shown(duration, start)} s), got {_shown(start, duration)} s",
-            )
+            raise r.past_end(f"{path}.from", "a time before the end of the run", it["from"], start, duration)
         if end <= start:
             raise r.fail(
                 f"{path}.to",
@@ -1503,6 +1645,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
+        profile_given="profile" in t,
     )
 
 
@@ -1524,9 +1667,9 @@ def _windows(r: _Reader, raw: object, path: str, duration: float) -> tuple[tuple
         if end <= start:
             raise r.fail(where, f"expected 'to' after 'from', got {_brief(pair)}")
         if start >= duration:
-            raise r.fail(
-                where,
-                f"expected a window starting before the end of the run ({duration:g} s), got {_brief(pair)}",
+            got = f"{_brief(pair)} (from {_seconds(start, duration)} s)"
+            raise r.past_end(
+                where, "a window starting before the end of the run", pair[0], start, duration, got
             )
         out.append((start, end))
     out.sort()
@@ -1691,6 +1834,14 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
         path = f"conversations[{i}]"
         t = r.table(item, path)
         r.known(t, path, ["between", "messages"])
+        if "between" in t and not isinstance(t["between"], list):
+            # (between = "amira, ben" or "amira" was "expected an array": of what, it did not say)
+            pair = sorted(names)[:2] if len(names) >= 2 else ["alice", "bob"]
+            raise r.fail(
+                f"{path}.between",
+                f'expected an array of two people\'s names, e.g. between = ["{pair[0]}", "{pair[1]}"], '
+                f"got {_show(t['between'])}",
+            )
         between = r.get(t, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between) or between[0] == between[1]:
             raise r.fail(f"{path}.between", f"expected two different people, got {_show(between)}")
@@ -1706,9 +1857,8 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
             r.known(mt, mpath, ["at", "from", "text"])
             at = r.duration(mt, "at", mpath)
             if at >= duration:
-                raise r.fail(
-                    f"{mpath}.at",
-                    f"expected a time before the end of the scenario ({_shown(duration, at)} s), got {_shown(at, duration)} s",
+                raise r.past_end(
+                    f"{mpath}.at", "a time before the end of the scenario", mt["at"], at, duration
                 )
             sender = r.get(mt, "from", mpath, str)
             if sender not in between:
@@ -1949,10 +2099,7 @@ def _events(
         t = r.table(item, path)
         at = r.duration(t, "at", path)
         if at > duration:
-            raise r.fail(
-                f"{path}.at",
-                f"expected a time within the scenario ({_shown(duration, at)} s), got {_shown(at, duration)} s",
-            )
+            raise r.past_end(f"{path}.at", "a time within the scenario", t["at"], at, duration)
         kind = r.get(t, "kind", path, str)
         if kind not in EVENT_KINDS:
             raise r.fail(
@@ -2220,15 +2367,9 @@ def _legal_process(
     start = r.duration(params, "from", path) if "from" in params else None
     end = r.duration(params, "to", path) if "to" in params else None
     if start is not None and start >= duration:
-        raise r.fail(
-            f"{path}.from",
-            f"expected a time before the end of the run ({_shown(duration, start)} s), got {_shown(start, duration)} s",
-        )
+        raise r.past_end(f"{path}.from", "a time before the end of the run", params["from"], start, duration)
     if end is not None and end > duration:
-        raise r.fail(
-            f"{path}.to",
-            f"expected a time by the end of the run ({_shown(duration, end)} s), got {_shown(end, duration)} s",
-        )
+        raise r.past_end(f"{path}.to", "a time by the end of the run", params["to"], end, duration)
     if start is not None and end is not None and end <= start:
         raise r.fail(
             f"{path}.to", f"expected a time after 'from' ({_shown(start, end)} s), got {_shown(end, start)} s"
@@ -2297,9 +2438,8 @@ def _legal_process(
             f"expected a time after 'from' ({_shown(start, withdrawn)} s), got {_shown(withdrawn, start)} s",
         )
     if withdrawn is not None and withdrawn > duration:
-        raise r.fail(
-            f"{path}.withdrawn",
-            f"expected a time by the end of the run ({_shown(duration, withdrawn)} s), got {_shown(withdrawn, duration)} s",
+        raise r.past_end(
+            f"{path}.withdrawn", "a time by the end of the run", params["withdrawn"], withdrawn, duration
         )
     if withdrawn is not None and end is not None and withdrawn >= end:
         # The order lapsed at 'to' and was answered then (sims.world.timeline); a withdrawal after
@@ -2331,9 +2471,8 @@ def _legal_process(
             f"got {_shown(answered, withdrawn)} s",
         )
     if answered is not None and answered > duration:
-        raise r.fail(
-            f"{path}.answered",
-            f"expected a time by the end of the run ({_shown(duration, answered)} s), got {_shown(answered, duration)} s",
+        raise r.past_end(
+            f"{path}.answered", "a time by the end of the run", params["answered"], answered, duration
         )
     if answered is not None and end is not None and answered > end:
         raise r.fail(
@@ -2699,10 +2838,7 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
             )
         at = r.duration(mt, "at", path)
         if at >= duration:
-            raise r.fail(
-                f"{path}.at",
-                f"expected a time before the end of the run ({_shown(duration, at)} s), got {_shown(at, duration)} s",
-            )
+            raise r.past_end(f"{path}.at", "a time before the end of the run", mt["at"], at, duration)
         address = _address(r, r.get(mt, "address", path, str), f"{path}.address")
         moves.append(AddressMove(device, at, address))
     delays = {}
@@ -2714,7 +2850,7 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
             raise r.fail(
                 f"traffic.{key}",
                 f'expected a duration of at most "365d" ({_shown(MAX_DURATION, delays[key])} s, the longest run), '
-                f"got {_shown(delays[key], MAX_DURATION)} s",
+                f"got {_as_written(t[key], delays[key], MAX_DURATION)}",
             )
     return TrafficSpec(
         reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
@@ -2743,7 +2879,8 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         # receipts wait for the next multiple of it (sims.world.timeline): 0 has none
         raise r.fail(
             "defences.receipt_batch",
-            f"expected a positive duration (at least {_shown(MIN_RECEIPT_BATCH, batch)} s), got {_shown(batch, MIN_RECEIPT_BATCH)} s",
+            f"expected a positive duration (at least {_shown(MIN_RECEIPT_BATCH, batch)} s), "
+            f"got {_as_written(t['receipt_batch'], batch, MIN_RECEIPT_BATCH)}",
         )
     return DefenceSpec(
         receipts=_choice(r, t, "receipts", "defences", RECEIPT_MODES, d.receipts),
@@ -2850,7 +2987,11 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
             ct = r.table(c, cpath)
             r.known(ct, cpath, ["at", "from", "text", "join", "leave", "by"])
             at = r.duration(ct, "at", cpath)
-            if not last <= at < duration:
+            if at >= duration:
+                raise r.past_end(
+                    f"{cpath}.at", "a time before the end of the scenario", ct["at"], at, duration
+                )
+            if at < last:
                 raise r.fail(
                     f"{cpath}.at",
                     f"expected a time from {_shown(last, at)} s (the entry before) to the end of the scenario "

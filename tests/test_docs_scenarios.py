@@ -127,6 +127,27 @@ def test_the_example_runs_and_writes_the_disclosure_the_page_names(
     assert "Did the file arrive?" in (tmp_path / out / "transcript.jsonl").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    ("relay", "said"), [('profile = "signal"', "signal"), ("", "keep-everything (the default)")]
+)
+def test_the_run_names_the_relay_profile_it_ran_under(
+    relay: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file without [relay] profile ran as keep-everything, every record kept, and nothing the run
+    printed or wrote said so: the summary line and summary.md name the profile, "(the default)" when
+    the file gives none (as the page's [relay] section says)."""
+    monkeypatch.chdir(tmp_path)
+    assert EXAMPLE.count('profile = "signal"') == 1
+    (tmp_path / "my-case.toml").write_text(EXAMPLE.replace('profile = "signal"', relay), encoding="utf-8")
+    assert main(["run", "my-case.toml", "--out", "out/case", "--quiet"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("my-case ")]
+    assert line.startswith(f"my-case (seed 7) under relay profile {said}: 2 people, "), line
+    summary = (tmp_path / "out" / "case" / "summary.md").read_text(encoding="utf-8")
+    assert f"; relay profile {said}.\n" in summary
+    assert ("(the default)" in summary) == (not relay)
+    assert f"`{said}`" in _section("`[relay]`")
+
+
 def test_a_legal_process_without_a_name_is_named_as_the_page_says() -> None:
     text = EXAMPLE.replace('name = "subpoena-amira"\n', "")
     (event,) = [e for e in parse_scenario(text, "t.toml").events if e.kind == "legal_process"]

@@ -230,6 +230,54 @@ def test_invalid_toml_names_the_file() -> None:
         parse_scenario("[scenario\n", "bad.toml")
 
 
+_HEAD = '[scenario]\nname = "x"\nduration = "3h"\n\n'
+_ONE_PER_PERSON = (
+    "a scenario's people are an array of tables: begin each person with [[people]] (double brackets)"
+)
+
+
+@pytest.mark.parametrize(
+    ("tables", "expected"),
+    [
+        (
+            '[people]\nname = "amira"\n\n[people]\nname = "ben"\n',
+            f"people: not valid TOML: the table [people] is declared twice (first at line 5); {_ONE_PER_PERSON} (line 8)",
+        ),
+        (
+            '[[people]]\nname = "amira"\n\n[people]\nname = "ben"\n',
+            f"people: not valid TOML: [people] after [[people]] at line 5; {_ONE_PER_PERSON} (line 8)",
+        ),
+        (
+            '[people]\nname = "amira"\n\n[[people]]\nname = "ben"\n',
+            f"people: not valid TOML: [[people]] after [people] at line 5; {_ONE_PER_PERSON} (line 8)",
+        ),
+        (
+            '[events]\nat = "1h"\n[events]\nat = "2h"\n',
+            "events: not valid TOML: the table [events] is declared twice (first at line 5); a scenario's events "
+            "are an array of tables: begin each event with [[events]] (double brackets) (line 7)",
+        ),
+        (
+            '[relay]\nprofile = "signal"\n\n[relay]\nregion = "pk"\n',
+            "relay: not valid TOML: the table [relay] is declared twice (first at line 5): give all its keys "
+            "under one [relay] (line 8)",
+        ),
+    ],
+)
+def test_a_table_declared_twice_is_said_with_its_lines_and_what_to_write(tables: str, expected: str) -> None:
+    """``[people]`` written once per person was tomllib's "Cannot declare ('people',) twice (at line 8,
+    column 8)": right about the line, silent on what to write. The error names both headers' lines and,
+    for a table the scenario takes as an array of tables, [[people]]."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_HEAD + tables, "bad.toml")
+    assert str(info.value) == f"bad.toml: {expected}"
+
+
+def test_another_toml_error_is_tomllibs_own() -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_HEAD + "a = 1\na = 2\n", "bad.toml")
+    assert str(info.value) == "bad.toml: not valid TOML: Cannot overwrite a value (at line 6, column 6)"
+
+
 @given(st.integers(0, 10**6), st.integers(0, 59), st.integers(0, 23))
 def test_durations(seconds: int, minutes: int, hours: int) -> None:
     assert parse_duration(seconds) == seconds
@@ -612,7 +660,7 @@ def _partition(text: str) -> str:
         (
             '[["1h", "2h"]]',
             '[["1h", "2h"], ["5h", "6h"]]',
-            "people[0].devices[0].offline[1]: expected a window starting before the end of the run (14400 s)",
+            "people[0].devices[0].offline[1]: expected a window starting before the end of the run, got ['5h', '6h'] (from 18,000 s), after the scenario's end, duration \"4h\" (14,400 s)",
         ),
         (
             '[["1h", "2h"]]',
@@ -622,17 +670,17 @@ def _partition(text: str) -> str:
         (
             "latency_ms = 60",
             _partition('{ regions = ["pk"], from = "4h", to = "6h" }'),
-            "network.partitions[0].from: expected a time before the end of the run (14400 s), got 14400 s",
+            'network.partitions[0].from: expected a time before the end of the run, got "4h" (14,400 s), at the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order('to = "5h"'),
-            "events[1].to: expected a time by the end of the run (14400 s), got 18000 s",
+            'events[1].to: expected a time by the end of the run, got "5h" (18,000 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order('from = "4h"\nto = "4h"'),
-            "events[1].from: expected a time before the end of the run (14400 s), got 14400 s",
+            'events[1].from: expected a time before the end of the run, got "4h" (14,400 s), at the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             "latency_ms = 60",
@@ -720,30 +768,30 @@ def _partition(text: str) -> str:
         (
             'events]]\nat = "3h"',
             'events]]\nat = "4h0.0000001s"',
-            "events[0].at: expected a time within the scenario (14400 s), got 14400.0000001 s",
+            'events[0].at: expected a time within the scenario, got "4h0.0000001s" (14400.0000001 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order('to = "4h0.0000001s"'),
-            "events[1].to: expected a time by the end of the run (14400 s), got 14400.0000001 s",
+            'events[1].to: expected a time by the end of the run, got "4h0.0000001s" (14400.0000001 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             'duration = "4h"',
             'duration = "365d0.000001s"',
             'scenario.duration: expected a positive duration of at most "365d" (3.1536e+07 s), got '
-            "31536000.000001 s",
+            '"365d0.000001s" (31536000.000001 s)',
         ),
         # an order served past the longest run, as `relaysim disclose --at 1e308` or "366d" is refused:
         # a scenario's events happen by its end, and its duration is at most "365d"
         (
             _EVENT_END,
             _order("").replace('at = "1h"', "at = 1e308"),
-            "events[1].at: expected a time within the scenario (14400 s), got 1e+308 s",
+            'events[1].at: expected a time within the scenario, got 1e+308 s, after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
             _order("").replace('at = "1h"', 'at = "366d"'),
-            "events[1].at: expected a time within the scenario (14400 s), got 3.16224e+07 s",
+            'events[1].at: expected a time within the scenario, got "366d" (31,622,400 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
         (
@@ -795,7 +843,7 @@ def _partition(text: str) -> str:
         (
             _EVENT_END,
             _order('withdrawn = "5h"', process="pen_register"),
-            "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
+            'events[1].withdrawn: expected a time by the end of the run, got "5h" (18,000 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
@@ -830,7 +878,7 @@ def _partition(text: str) -> str:
         (
             _EVENT_END,
             _order('answered = "5h"', process="pen_register"),
-            "events[1].answered: expected a time by the end of the run (14400 s), got 18000 s",
+            'events[1].answered: expected a time by the end of the run, got "5h" (18,000 s), after the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _EVENT_END,
@@ -877,7 +925,7 @@ def _partition(text: str) -> str:
         (
             _RELAY,
             f'[traffic]\nmoves = [{{ device = "bob/1", at = "4h", address = "100.64.0.9" }}]\n\n{_RELAY}',
-            "traffic.moves[0].at: expected a time before the end of the run (14400 s), got 14400 s",
+            'traffic.moves[0].at: expected a time before the end of the run, got "4h" (14,400 s), at the scenario\'s end, duration "4h" (14,400 s)',
         ),
         (
             _RELAY,
@@ -906,7 +954,8 @@ def _partition(text: str) -> str:
         (
             _RELAY,
             f'[traffic]\nread_delay = "366d"\n\n{_RELAY}',
-            "traffic.read_delay: expected a duration of at most",
+            'traffic.read_delay: expected a duration of at most "365d" (3.1536e+07 s, the longest run), got "366d" '
+            "(31,622,400 s)",
         ),
         # a scenario's name that is only too long was said to hold something other than letters
         (
@@ -923,7 +972,7 @@ def _partition(text: str) -> str:
         (
             _RELAY,
             f'[defences]\nreceipt_batch = "0s"\n\n{_RELAY}',
-            "defences.receipt_batch: expected a positive duration",
+            'defences.receipt_batch: expected a positive duration (at least 0.001 s), got "0s" (0 s)',
         ),
     ],
 )
@@ -933,6 +982,117 @@ def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> N
         parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
     assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)
     assert "\n" not in str(info.value)
+
+
+_GROUP = '[[groups]]\nname = "g"\nmembers = ["alice", "bob"]\ntimeline = [{ at = "5h", from = "alice", text = "hi" }]\n'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ('at = "3h"', 'at = "5h"', "events[0].at"),
+        ('{ at = "10m", from = "alice"', '{ at = "5h", from = "alice"', "conversations[0].messages[0].at"),
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pk"], from = "5h", to = "6h" }'),
+            "network.partitions[0].from",
+        ),
+        ('offline = [["1h", "2h"]]', 'offline = [["5h", "6h"]]', "people[0].devices[0].offline[0]"),
+        (_EVENT_END, _order('to = "5h"'), "events[1].to"),
+        (_EVENT_END, _order('from = "5h"\nto = "6h"'), "events[1].from"),
+        (_EVENT_END, _order('to = "3h30m"\nwithdrawn = "5h"', process="pen_register"), "events[1].withdrawn"),
+        (_EVENT_END, _order('answered = "5h"', process="pen_register"), "events[1].answered"),
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "alice/1", at = "5h", address = "192.0.2.9" }}]\n\n{_RELAY}',
+            "traffic.moves[0].at",
+        ),
+        (_EVENT_END, f"{_EVENT_END}\n{_GROUP}", "groups[0].timeline[0].at"),
+    ],
+)
+def test_a_time_past_the_end_is_said_as_the_file_writes_it(old: str, new: str, path: str) -> None:
+    """A time after the end of the run was said in seconds only: "events[0].at: expected a time within
+    the scenario (10800 s), got 18000 s" where the file says at = "5h" and duration = "3h". Every key
+    that takes a time says it, and the duration, as written, each with its seconds."""
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    message = str(info.value)
+    assert message.startswith(f"bad.toml: {path}: expected "), message
+    written = (
+        "['5h', '6h'] (from 18,000 s)" if "offline" in path else '"5h" (18,000 s)'
+    )  # (a window: its pair)
+    assert f"got {written}, " in message, message
+    assert 'after the scenario\'s end, duration "4h" (14,400 s)' in message, message
+
+
+@pytest.mark.parametrize(
+    ("duration", "at", "said"),
+    [
+        # a number under 60: as the first unit that holds the time refused
+        ("3", '"10m"', 'duration 3 (3 s: a bare number is seconds; for 3 hours, write duration = "3h")'),
+        ("3", "100", 'duration 3 (3 s: a bare number is seconds; for 3 minutes, write duration = "3m")'),
+        (
+            "1.5",
+            '"1d"',
+            'duration 1.5 (1.5 s: a bare number is seconds; for 1.5 days, write duration = "1.5d")',
+        ),
+        # a larger one is more likely seconds meant: the same duration with units
+        ("5400", '"2h"', 'duration 5400 (5400 s: a bare number is seconds, duration = "1h30m" with a unit)'),
+        ("50", '"400d"', 'duration 50 (50 s: a bare number is seconds, duration = "50s" with a unit)'),
+    ],
+)
+def test_a_time_past_a_bare_number_duration_says_the_number_is_seconds(
+    duration: str, at: str, said: str
+) -> None:
+    """``duration = 3`` is 3 seconds (taken, as it always was), and the first error was then a message's
+    or an event's time, with no word that the 3 was read as seconds. Now that error says so, and how to
+    write the duration with a unit."""
+    text = GOOD.replace('duration = "4h"', f"duration = {duration}").replace('at = "10m"', "at = 0")
+    text = text.replace('at = "1h30m"', "at = 0").replace('at = "3h"', f"at = {at}")
+    text = text.replace('offline = [["1h", "2h"]]', "offline = []")
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    message = str(info.value)
+    assert message.startswith("bad.toml: events[0].at: expected a time within the scenario, got "), message
+    assert message.endswith(f"after the scenario's end, {said} (line 23)"), message
+
+
+def test_a_bare_number_duration_is_taken_as_seconds() -> None:
+    text = GOOD.replace('duration = "4h"', "duration = 3").replace('at = "10m"', "at = 0")
+    text = text.replace('at = "1h30m"', "at = 1").replace('at = "3h"', "at = 2")
+    text = text.replace('offline = [["1h", "2h"]]', "offline = []")
+    assert parse_scenario(text, "ok.toml").duration == 3.0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'between = ["alice", "bob"]',
+            'between = "alice, bob"',
+            "conversations[0].between: expected an array of two people's names, e.g. "
+            'between = ["alice", "bob"], got string \'alice, bob\' (line 19)',
+        ),
+        (
+            'between = ["alice", "bob"]',
+            'between = "alice"',
+            "conversations[0].between: expected an array of two people's names, e.g. "
+            'between = ["alice", "bob"], got string \'alice\' (line 19)',
+        ),
+        (
+            'between = ["pk", "us"]',
+            'between = "pk us"',
+            "network.latency[0].between: expected an array of two regions' names, e.g. "
+            'between = ["pk", "us"], got string \'pk us\' (line 9)',
+        ),
+    ],
+)
+def test_between_given_a_string_says_what_array_it_takes(old: str, new: str, expected: str) -> None:
+    """``between = "alice, bob"`` was "expected an array", saying neither of what nor how to write one."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    assert str(info.value) == f"bad.toml: {expected}"
 
 
 @pytest.mark.parametrize("process", ["pen_register", "wiretap"])
