@@ -251,6 +251,7 @@ def run_defences(
         "scenario": scenario.name,
         "seed": scenario.seed,
         "profile": scenario.relay.profile,
+        "profile_said": scenario.relay.profile_said(),  # ("keep-everything (the default)" when no file named it)
         "analysed": "what the relay saw (relay-view.jsonl), as relaysim analyze DIR --as-seen does",
         "variants": rows,
     }
@@ -262,8 +263,11 @@ def _pct(x: float | None) -> str:
 
 def render(data: dict[str, Any]) -> str:
     """The table, as Markdown (readable as text too)."""
+    profile = data.get(
+        "profile_said", data["profile"]
+    )  # (a defences.json written before it said the default)
     lines = [
-        f"# What each defence buys: {data['scenario']} (seed {data['seed']}, profile {data['profile']})",
+        f"# What each defence buys: {data['scenario']} (seed {data['seed']}, profile {profile})",
         "",
         "Each row is the same scenario with one `[defences]` switch on, analysed as a provider that *watches* its "
         "relay would (`relaysim analyze DIR --as-seen`: what the relay saw, not what the profile keeps), and scored "

@@ -201,6 +201,26 @@ def test_defences_asks_for_no_more_worker_processes_than_runs(tmp_path: Path) ->
     assert [r["variant"] for r in data["variants"]] == ["as written"]
 
 
+@pytest.mark.parametrize(
+    ("relay", "said"), [('profile = "signal"', "signal"), ("", "keep-everything (the default)")]
+)
+def test_the_defences_heading_names_the_profile_as_the_run_summary_does(
+    tmp_path: Path, relay: str, said: str
+) -> None:
+    """The run's summary says "keep-everything (the default)" when the file names no profile; the defences
+    table's heading said "profile keep-everything", as if the file had asked for it."""
+    from relaysim.sims.defences import VARIANTS, render, run_defences
+
+    text = _scenario().replace('profile = "signal"', relay)
+    data = run_defences(
+        parse_scenario(text, "as-seen-test.toml"),
+        tmp_path,
+        workers=1,
+        variants={"as written": VARIANTS["as written"]},
+    )
+    assert render(data).splitlines()[0].endswith(f"(seed 7, profile {said})")
+
+
 def test_defences_takes_the_disclosure_attack_once_per_variant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
