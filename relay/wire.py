@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import enum
 import functools
 import hashlib
@@ -596,10 +597,9 @@ def _as_sent(value: Any) -> Any:
 def _key_name(key: object) -> str:
     """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
     short enough to be quoted whole, MAX_QUOTED - 2 characters; printable, no blank at either end, no
-    ``.`` or ``[`` a path would misread, no ``…``, which says that something is left out) as itself; a map
-    or an array as :func:`_shown_key` shows it, ``{1: 2}``, ``(1, 2)``; any other key, a str or not
-    (``''``, ``'a\\nb'``, ``5``, ``b'x'``, a long one cut ``'kkk…kk'… (5,000 characters)``), as
-    :func:`quoted` shows it: so a field names a key in at most
+    ``.`` or ``[`` a path would misread, no ``…``, which says that something is left out) as itself; any
+    other key as :func:`_key_text` shows it (``''``, ``'a\\nb'``, ``5``, ``b'x'``, ``{1: 2}``, ``[1, 2]``,
+    ``ext 5 b'x'``, a long one cut ``'kkk…kk'… (5,000 characters)``): so a field names a key in at most
     MAX_QUOTED characters of quote, as the message does (a field of a 5,000-character key was the key,
     cut at 4,096 characters: neither the key nor its quote, and an error frame of up to 16 KiB, 4 bytes a
     character, where the relay reserves 4 KiB for the answer to a frame it refuses)."""
@@ -614,9 +614,68 @@ def _key_name(key: object) -> str:
         and "…" not in key
     ):
         return key
+    return _key_text(key)
+
+
+def _key_text(key: object) -> str:
+    """A map's key a peer sent as an error's message and its ``field`` show it, in the protocol's
+    (msgpack's) words, never a Python class's or repr's: a map or an array as :func:`_shown_key` shows
+    it, ``{1: 2}``, ``[1, 2]``; any other key as :func:`_scalar_text` shows it (``'a'``, ``5``,
+    ``b'x'``, ``nil``, ``true``, ``ext 5 b'x'``, ``timestamp 1970-01-01T00:00:01Z``)."""
     if type(key) is _Pairs or type(key) is list:  # a map or an array (a body read as _Pairs)
         return _cut(_shown_key(key))
-    return quoted(_as_sent(key))
+    return _scalar_text(key)
+
+
+def _scalar_text(value: object) -> str:
+    """A value that is no map or array, a key or an item of one, as :func:`_key_text` shows it: nil and
+    the bools by msgpack's names, ``nil``, ``true``, ``false`` (not Python's ``None``, ``True``); an ext
+    by its type and its data, ``ext 5 b'x'``, the data quoted as any bin; a timestamp (ext -1) as the
+    instant it is (:func:`_timestamp_text`); any other, a str, an int, a float or a bin, as
+    :func:`quoted` shows it."""
+    if value is None:
+        return "nil"
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is msgpack.Timestamp:
+        return _cut(_timestamp_text(value))
+    if isinstance(value, msgpack.ExtType | _ReservedExt):  # (a msgpack ext is one of these two exactly)
+        return f"ext {value.code} {quoted(value.data)}"
+    return quoted(_as_sent(value))
+
+
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _timestamp_text(value: msgpack.Timestamp) -> str:
+    """A msgpack timestamp (ext -1: seconds and nanoseconds since 1970-01-01T00:00:00Z, UTC, leap seconds
+    not counted; the msgpack specification, msgpack/msgpack spec.md, "Timestamp extension type") as an
+    error names it: its instant in RFC 3339's form, ``timestamp 1970-01-01T00:00:01Z``, with its
+    nanoseconds when it has some, ``timestamp 1970-01-01T00:00:01.000000002Z``; one outside the years 1
+    to 9999, which RFC 3339 cannot write (a timestamp 96 holds 64 bits of seconds), by its seconds since
+    1970, ``timestamp 4611686018427387904 s since 1970``, with its nanoseconds as nine digits after a
+    point when it has some, ``timestamp -4611686018427387904.000000005 s since 1970``."""
+    seconds, nanoseconds = value.seconds, value.nanoseconds
+    try:
+        instant = _EPOCH + datetime.timedelta(seconds=seconds)
+    except OverflowError:  # (before the year 1 or after 9999: datetime holds no such instant)
+        total = seconds * 1_000_000_000 + nanoseconds
+        whole, part = divmod(abs(total), 1_000_000_000)
+        sign = "-" if total < 0 else ""
+        fraction = f".{part:09d}" if part else ""
+        return f"timestamp {sign}{whole}{fraction} s since 1970"
+    fraction = f".{nanoseconds:09d}" if nanoseconds else ""
+    return f"timestamp {instant.year:04d}-{instant:%m-%dT%H:%M:%S}{fraction}Z"
+
+
+def _the_key(key: object) -> str:
+    """A key that is no string as a refusal's message says what it got: its msgpack type and its text
+    (:func:`_key_text`), ``the bin key b'x'``, ``the bool key true``, ``the array key [1, 2]``; nil, an
+    ext or a timestamp, whose text says its type, by its text alone, ``the key nil``, ``the key ext 5
+    b'x'``, ``the key timestamp 1970-01-01T00:00:01Z``."""
+    if type(key) in _TYPED_TEXT:
+        return f"the key {_key_text(key)}"
+    return f"the {_type_name(key)} key {_key_text(key)}"
 
 
 # What a value is, in the protocol's words (msgpack's types): by its class, then (a value this side
@@ -635,6 +694,8 @@ _TYPE_NAMES: Final[dict[type, str]] = {
     msgpack.ExtType: "ext",
     msgpack.Timestamp: "timestamp (ext -1)",
 }
+# The keys whose text (:func:`_key_text`) says their msgpack type: nil's, an ext's, a timestamp's.
+_TYPED_TEXT: Final = frozenset({type(None), msgpack.ExtType, _ReservedExt, msgpack.Timestamp})
 
 
 def _type_name(value: object) -> str:
@@ -1059,7 +1120,7 @@ class Message:
         names, fields, plain = cls._decode_plan()
         for key in raw:
             if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
-                got = f" must be strings; got the {_type_name(key)} key {quoted(key)}"
+                got = f" must be strings; got {_the_key(key)}"
                 raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got)
             if key not in names:
                 raise _in_map(
@@ -2461,10 +2522,9 @@ def _refuse_unhashable_key(body: bytes | bytearray, whole: str = "the frame") ->
             request_id=found.request_id,
         )
     key = found.key
-    kind = "map" if type(key) is _Pairs else "array"
     raise RemoteProtocolError(
         ErrorCode.WRONG_TYPE,
-        f"the keys of {where or whole} must be strings; got the {kind} key {_key_name(key)}",
+        f"the keys of {where or whole} must be strings; got {_the_key(key)}",
         field=_path_text((found.place, key, False)),
         request_id=found.request_id,
     )
@@ -2675,14 +2735,15 @@ def _value_at(fed: _Fed, view: memoryview, at: int) -> Any:
 
 
 def _shown_key(value: Any, depth: int = 0) -> str:
-    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it: a map as
-    ``{1: 2}``, an array as the tuple msgpack reads one as where it must be hashable (``use_list=False``),
-    ``(1, 2)``, ``(1,)``: never ``[1, 2]``, which a path reads as an index. At most 8 items and 3 levels
-    of it (a key may be nested as deep as msgpack unpacks, and as long as a frame), then "…"; each str or
-    bin in it as :func:`quoted` shows one."""
+    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it, in msgpack's
+    (and JSON's) brackets: a map as ``{1: 2}``, an array as ``[1, 2]``, ``[1]`` (never Python's tuple,
+    ``(1, 2)``: a path puts a "." before it, ``to.[1, 2]``, so that it never reads as an index,
+    :func:`_path_text`). At most 8 items and 3 levels of it (a key may be nested as deep as msgpack
+    unpacks, and as long as a frame), then "…"; each value that is no map or array in it as
+    :func:`_scalar_text` shows one (a str or a bin :func:`quoted`, an ext ``ext 5 b'x'``)."""
     if type(value) is _Pairs or type(value) is list:
         if depth == 3:
-            return "{…}" if type(value) is _Pairs else "(…)"
+            return "{…}" if type(value) is _Pairs else "[…]"
         if type(value) is _Pairs:
             items = [f"{_shown_key(k, depth + 1)}: {_shown_key(v, depth + 1)}" for k, v in value[:8]]
         else:
@@ -2690,10 +2751,8 @@ def _shown_key(value: Any, depth: int = 0) -> str:
         if len(value) > 8:
             items.append("…")
         inner = ", ".join(items)
-        if type(value) is _Pairs:
-            return f"{{{inner}}}"
-        return f"({inner},)" if len(items) == 1 else f"({inner})"
-    return quoted(_as_sent(value))
+        return f"{{{inner}}}" if type(value) is _Pairs else f"[{inner}]"
+    return _scalar_text(value)
 
 
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:
@@ -2750,13 +2809,14 @@ MAX_PATH: Final = 200
 
 def _path_text(place: _Place) -> str:
     """A place as an error's field names it: keys as :func:`_key_name` names them, joined by ".",
-    indexes as ``[3]``; a path longer than MAX_PATH cut in its middle (see MAX_PATH)."""
-    steps: list[str] = []
+    indexes as ``[3]`` (a key that is an array, ``[1, 2]``, after a "." as any key: ``to.[1, 2]``); a path
+    longer than MAX_PATH cut in its middle (see MAX_PATH)."""
+    steps: list[tuple[str, bool]] = []  # (a step's text, whether it is an index)
     while place is not None:
         place, step, index = place
-        steps.append(f"[{step}]" if index else _key_name(step))
+        steps.append((f"[{step}]", True) if index else (_key_name(step), False))
     steps.reverse()
-    if sum(map(len, steps)) + len(steps) <= MAX_PATH:
+    if sum(len(text) for text, _ in steps) + len(steps) <= MAX_PATH:
         return _joined(steps)
     head, tail, half = 1, 1, MAX_PATH // 2
     while head < len(steps) - tail and len(_joined(steps[: head + 1])) <= half:
@@ -2766,11 +2826,11 @@ def _path_text(place: _Place) -> str:
     left_out = len(steps) - head - tail
     if not left_out:
         return _joined(steps)
-    return _joined([*steps[:head], f"…({left_out:,} more)", *steps[-tail:]])
+    return _joined([*steps[:head], (f"…({left_out:,} more)", False), *steps[-tail:]])
 
 
-def _joined(steps: list[str]) -> str:
-    return "".join(s if i == 0 or s.startswith("[") else f".{s}" for i, s in enumerate(steps))
+def _joined(steps: list[tuple[str, bool]]) -> str:
+    return "".join(text if i == 0 or index else f".{text}" for i, (text, index) in enumerate(steps))
 
 
 def _read_id(root: Any) -> int:
@@ -2844,7 +2904,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {quoted(key)} more than once{within}; each key once{in_kind}",
+            f"frame body names the key {_key_text(key)} more than once{within}; each key once{in_kind}",
             field=where,
             request_id=request_id,
         )
@@ -2860,8 +2920,8 @@ def _check_keys_once(body: bytes | bytearray) -> None:
                     where = _path_text(path)
                     raise RemoteProtocolError(
                         ErrorCode.WRONG_TYPE,
-                        f"the keys of {where or 'the frame'} must be strings; got the {_type_name(first)} key "
-                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one"
+                        f"the keys of {where or 'the frame'} must be strings; got {_the_key(first)} and "
+                        f"{_the_key(key)}, which a map reader holds as one"
                         f"{in_kind}",
                         field=_path_text((path, first, False)),
                         request_id=request_id,

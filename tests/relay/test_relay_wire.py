@@ -344,7 +344,7 @@ def _send_with_key(key: bytes) -> bytes:
     [
         (msgpack.packb(b"k" * 5000), "the bin key " + repr(b"k" * 57) + "…, 5,000 bytes"),
         (b"\x81" + msgpack.packb("k" * 100) + b"\x01", "the map key {" + repr("k" * 57) + "…, 82 characters"),
-        (b"\x91" + msgpack.packb("k" * 100), "the array key (" + repr("k" * 57) + "…, 80 characters"),
+        (b"\x91" + msgpack.packb("k" * 100), "the array key [" + repr("k" * 57) + "…, 79 characters"),
     ],
     ids=["bin", "map", "array"],
 )
@@ -366,7 +366,7 @@ def test_a_long_key_that_is_no_string_inside_a_map_is_refused_in_one_clause_nami
         # a key that is no string, at the frame's own level: its field was None (nothing named)
         ({**BASE, 5: 1}, wire.ErrorCode.WRONG_TYPE, "5", "5"),
         ({**BASE, b"x": 1}, wire.ErrorCode.WRONG_TYPE, "b'x'", "b'x'"),
-        ({**BASE, None: 1}, wire.ErrorCode.WRONG_TYPE, "None", "None"),
+        ({**BASE, None: 1}, wire.ErrorCode.WRONG_TYPE, "nil", "the key nil"),  # (msgpack's nil: never None)
         ({**BASE, 1.5: 1}, wire.ErrorCode.WRONG_TYPE, "1.5", "1.5"),
         # ... and in a map inside the frame: named by the map and the key, as any other field
         (
@@ -706,7 +706,7 @@ def test_a_key_named_twice_inside_a_nested_map_is_refused_by_its_path(second: by
         ),
         (
             ((1, msgpack.packb(0)), (True, msgpack.packb(0))),
-            "the keys of the frame must be strings; got the int key 1 and the bool key True, which a map "
+            "the keys of the frame must be strings; got the int key 1 and the bool key true, which a map "
             "reader holds as one (in a 'ping' frame)",
             "1",
         ),
@@ -965,18 +965,18 @@ PING_HEAD = b"\x84\xa1v\x01\xa2id\x05\xa4kind\xa4ping"  # a ping map of 4 keys, 
     ("rest", "field", "words"),
     [
         (b"\x81\x01\x01\x01", "{1: 1}", "got the map key {1: 1}"),
-        # an array as the tuple msgpack reads one as where it must be hashable: [1, 2] read as an index
-        (b"\x92\x01\x02\x01", "(1, 2)", "got the array key (1, 2)"),
-        (b"\x91\x01\x01", "(1,)", "got the array key (1,)"),
-        (b"\x81\x91\x01\x02\x01", "{(1,): 2}", "got the map key {(1,): 2}"),
+        # an array in msgpack's (and JSON's) brackets, never Python's tuple's (a path says it after a ".")
+        (b"\x92\x01\x02\x01", "[1, 2]", "got the array key [1, 2]"),
+        (b"\x91\x01\x01", "[1]", "got the array key [1]"),
+        (b"\x81\x91\x01\x02\x01", "{[1]: 2}", "got the map key {[1]: 2}"),
         (b"\x81" * 900 + b"\x01\x01" + b"\x01" * 900, "{{{{…}: 1}: 1}: 1}", "map key {{{{…}: 1}: 1}: 1}"),
-        (b"\x91" * 900 + b"\x01\x01", "((((…),),),)", "array key ((((…),),),)"),
-        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "('x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …)", "array key ('x'"),
+        (b"\x91" * 900 + b"\x01\x01", "[[[[…]]]]", "array key [[[[…]]]]"),
+        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …]", "array key ['x'"),
         # a key too long to show whole: cut as any repr, "…" and its length (it was cut at 60, unclosed)
         (
             b"\x93" + (b"\xb4" + b"y" * 20) * 3 + b"\x01",
-            f"({', '.join([repr('y' * 20)] * 3)})"[:60] + "… (72 characters)",
-            "array key ('yyy",
+            f"[{', '.join([repr('y' * 20)] * 3)}]"[:60] + "… (72 characters)",
+            "array key ['yyy",
         ),
     ],
 )
@@ -1018,6 +1018,119 @@ def test_a_timestamp_in_a_uint_field_is_refused_in_one_clause_naming_the_kind(fi
     assert (e.code, e.field) == (wire.ErrorCode.WRONG_TYPE, field)
     assert e.message == f"{field} must be an unsigned integer, got timestamp, ext -1, in a 'receive' frame"
     assert ") (" not in e.message
+
+
+# A key that is nil, a bool, an ext, a timestamp or an array, in the protocol's words: (its packed bytes,
+# its field's text, what the message says it got).
+_KEYS_IN_WORDS: Final = [
+    (msgpack.packb(msgpack.ExtType(5, b"x")), "ext 5 b'x'", "the key ext 5 b'x'"),
+    (b"\xd4\xfb\x00", "ext -5 b'\\x00'", "the key ext -5 b'\\x00'"),  # a type msgpack reserves
+    (
+        msgpack.packb(msgpack.Timestamp(1, 0)),
+        "timestamp 1970-01-01T00:00:01Z",
+        "the key timestamp 1970-01-01T00:00:01Z",
+    ),
+    (
+        msgpack.packb(msgpack.Timestamp(1_700_000_000, 2)),
+        "timestamp 2023-11-14T22:13:20.000000002Z",
+        "the key timestamp 2023-11-14T22:13:20.000000002Z",
+    ),
+    (
+        msgpack.packb(msgpack.Timestamp(-1, 5)),
+        "timestamp 1969-12-31T23:59:59.000000005Z",
+        "the key timestamp 1969-12-31",
+    ),
+    # (past the year 9999: by its seconds since 1970)
+    (
+        msgpack.packb(msgpack.Timestamp(2**62, 5)),
+        f"timestamp {2**62}.000000005 s since 1970",
+        f"the key timestamp {2**62}.000000005 s since 1970",
+    ),
+    # (before the year 1, and past 9999 with no nanoseconds: no point, no digits after it)
+    (
+        msgpack.packb(msgpack.Timestamp(-62_135_596_801, 0)),
+        "timestamp -62135596801 s since 1970",
+        "the key timestamp -62135596801 s since 1970",
+    ),
+    (
+        msgpack.packb(msgpack.Timestamp(253_402_300_800, 0)),
+        "timestamp 253402300800 s since 1970",
+        "the key timestamp 253402300800 s since 1970",
+    ),
+    # nil and the bools by msgpack's names, never Python's None, True, False
+    (b"\xc0", "nil", "the key nil"),
+    (b"\xc3", "true", "the bool key true"),
+    (b"\x91\xc2", "[false]", "the array key [false]"),
+    (b"\x92\x01\x02", "[1, 2]", "the array key [1, 2]"),
+    (b"\x91" + msgpack.packb(msgpack.ExtType(5, b"x")), "[ext 5 b'x']", "the array key [ext 5 b'x']"),
+    (
+        b"\x81" + msgpack.packb(msgpack.Timestamp(1, 0)) + b"\x91\x01",
+        "{timestamp 1970-01-01T00:00:01Z: [1]}",
+        "the map key {",
+    ),
+]
+_KEY_IDS: Final = ["ext", "reserved-ext", "timestamp", "timestamp-ns", "timestamp-before-1970", "timestamp-far", "timestamp-before-year-1", "timestamp-after-9999", "nil", "bool", "bool-in-an-array", "array", "ext-in-an-array", "timestamp-in-a-map"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "field", "got"), _KEYS_IN_WORDS, ids=_KEY_IDS)
+def test_a_key_that_is_no_string_is_named_in_the_protocol_s_words(key: bytes, field: str, got: str) -> None:
+    """A key that is an ext or a timestamp was shown by Python's repr, in the message and in the field:
+    "got the ext key ExtType(code=5, data=b'x')", "got the timestamp (ext -1) key Timestamp(seconds=1,
+    nanoseconds=0)"; nil and a bool as Python's None and True; an array key as a Python tuple, "(1, 2)".
+    Now in the protocol's words: an ext by its type and data, a timestamp as its instant, nil and the
+    bools by msgpack's names, an array in brackets; the field names no Python class."""
+    body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + key + P(1)
+    e = _decoding_error(_frame(bytes([body[0] + 1]) + body[1:], raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.WRONG_TYPE, field, 9), e
+    assert e.message.startswith("the keys of ") and f"must be strings; got {got}" in e.message, e.message
+    assert "'ping' frame" in e.message, e.message
+    for python in ("ExtType", "Timestamp", "seconds=", "code=", "(1, 2)", "(1,)", "None", "True", "False"):
+        assert python not in e.message and python not in e.field, e
+
+
+@pytest.mark.parametrize(("key", "field", "got"), _KEYS_IN_WORDS, ids=_KEY_IDS)
+def test_a_key_that_is_no_string_inside_a_map_is_refused_in_one_clause(
+    key: bytes, field: str, got: str
+) -> None:
+    """Inside a map of a frame such a key's refusal ended "ExtType(code=5, data=b'x') (in a 'send' frame)",
+    "(1, 2) (in a 'send' frame)": two parentheses in a row. Now the key in the protocol's words, then the
+    frame's kind, never ") ("; the field is the key's path, an array key after a ".", never read as an
+    index."""
+    e = _decoding_error(_send_with_key(key))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.WRONG_TYPE, f"envelopes[0].{field}", 9), e
+    assert e.message.startswith(f"the keys of envelopes[0] must be strings; got {got}"), e.message
+    assert e.message.endswith(" (in a 'send' frame)") and ") (" not in e.message, e.message
+
+
+def test_an_ext_key_too_long_to_quote_whole_is_refused_in_one_clause_naming_the_kind() -> None:
+    """An ext key whose data is cut short says the data's length and the frame's kind in one clause."""
+    e = _decoding_error(_send_with_key(P(msgpack.ExtType(5, b"k" * 5000))))
+    assert (e.code, e.field, e.request_id) == (
+        wire.ErrorCode.WRONG_TYPE,
+        f"envelopes[0].ext 5 {b'k' * 57!r}… (5,000 bytes)",
+        9,
+    )
+    assert e.message == (
+        f"the keys of envelopes[0] must be strings; got the key ext 5 {b'k' * 57!r}…, 5,000 bytes, in a 'send' frame"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "ext 5 b'x'"),
+        (msgpack.packb(msgpack.Timestamp(1, 2)), "timestamp 1970-01-01T00:00:01.000000002Z"),
+        (b"\xc0", "nil"),
+    ],
+    ids=["ext", "timestamp", "nil"],
+)
+def test_a_key_that_is_no_string_named_twice_is_named_in_the_protocol_s_words(key: bytes, named: str) -> None:
+    """An ext key named twice was quoted by its repr, "names the key ExtType(code=5, data=b'x') more than
+    once", a timestamp "Timestamp(seconds=1, nanoseconds=2)", nil "None"."""
+    body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + key + P(1) + key + P(2)
+    e = _decoding_error(_frame(bytes([body[0] + 2]) + body[1:], raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, named, 9), e
+    assert e.message == f"frame body names the key {named} more than once; each key once (in a 'ping' frame)"
 
 
 @pytest.mark.parametrize(
@@ -1137,7 +1250,7 @@ def test_a_path_through_a_peers_maps_is_said_by_its_ends_within_max_path(
     name = wire._key_name(key)
     steps = e.field.split(".")
     assert steps[0] == "x" and steps[1] == name and steps[-2] == name, e.field
-    assert steps[-1] in ("d", "b'\\xff'", "(1, 2)"), e.field
+    assert steps[-1] in ("d", "b'\\xff'", "[1, 2]"), e.field
     marker = [s for s in steps if s.startswith("…(")]
     assert len(marker) == 1 and marker[0] == f"…({900 + 2 - len(steps) + 1:,} more)", e.field
     assert len(e.field) <= wire.MAX_PATH + 100 and e.message.isprintable()
@@ -1281,7 +1394,7 @@ def test_a_body_of_many_maps_in_longer_headers_is_checked_without_a_pass_for_eac
     ("last", "code", "field"),
     [
         (b"\xa2\xff\xfe", wire.ErrorCode.MALFORMED_MSGPACK, "x[20000]"),  # a str not UTF-8
-        (b"\x81\x91\x01\x01", wire.ErrorCode.WRONG_TYPE, "x[20000].(1,)"),  # an array as a key
+        (b"\x81\x91\x01\x01", wire.ErrorCode.WRONG_TYPE, "x[20000].[1]"),  # an array as a key
         (
             b"\x81\xa2\xff\xfe\x01",
             wire.ErrorCode.MALFORMED_MSGPACK,
@@ -1364,9 +1477,9 @@ def test_a_str_not_utf8_inside_a_key_that_is_an_array_is_named_by_that_key() -> 
     e = _decoding_error(_frame(PING_HEAD + b"\x91\xa1\xff\x01", raw=True))
     # (the str in it shown by its bytes, as every other str not UTF-8 is: not by the surrogate that
     # stands for its byte where Python reads it, '\\udcff')
-    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "(b'\\xff',)", 5), e
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "[b'\\xff']", 5), e
     assert e.message == (
-        "the key (b'\\xff',) of the frame holds a msgpack str that is not valid UTF-8 (in a 'ping' frame)"
+        "the key [b'\\xff'] of the frame holds a msgpack str that is not valid UTF-8 (in a 'ping' frame)"
     )
 
 
@@ -1375,7 +1488,7 @@ def test_a_str_not_utf8_inside_a_key_that_is_an_array_is_named_by_that_key() -> 
     [
         (b"\x81\xa2a\xff\x01\x01", "{b'a\\xff': 1}", "the key {b'a\\xff': 1} of the frame holds"),
         (b"\x81\xa2a\xff\x01\xda\x00\x10", None, "inside the value of its key {b'a\\xff': 1}"),
-        (b"\x91\x92\x01\xa1\xfe\x01", "((1, b'\\xfe'),)", "the key ((1, b'\\xfe'),) of the frame holds"),
+        (b"\x91\x92\x01\xa1\xfe\x01", "[[1, b'\\xfe']]", "the key [[1, b'\\xfe']] of the frame holds"),
         (
             b"\xa1\xff\xda\x00\x10",
             None,
@@ -1558,11 +1671,11 @@ def test_an_ext_of_a_type_msgpack_reserves_is_a_value_refused_as_any_ext(code: i
     else:
         body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + ext + P(1)
         body = bytes([body[0] + 1]) + body[1:]
-        expected = (wire.ErrorCode.WRONG_TYPE, f"ExtType(code={code}, data=b'\\x00')")
+        expected = (wire.ErrorCode.WRONG_TYPE, f"ext {code} b'\\x00'")
     e = _decoding_error(_frame(body, raw=True))
     assert (e.code, e.field, e.request_id) == (*expected, 9), e
     assert "code must be" not in e.message and (
-        "got ext" in e.message or "got the ext key" in e.message or where == "unknown-field"
+        "got ext" in e.message or f"got the key ext {code} b'\\x00'" in e.message or where == "unknown-field"
     )
 
 
@@ -1616,8 +1729,8 @@ def _send_with_to(packed_to: bytes, *, kind: bytes = P("send"), kind_first: bool
     [
         (_send_with_to(b"\xa3b\xffb"), wire.ErrorCode.MALFORMED_MSGPACK, "to is a msgpack str that is not valid UTF-8"),
         (_send_with_to(b"\xa3b\xffb", kind_first=False), wire.ErrorCode.MALFORMED_MSGPACK, "to is a msgpack str that is not valid UTF-8"),
-        (_send_with_to(b"\x81\x91\x01\x02"), wire.ErrorCode.WRONG_TYPE, "the keys of to must be strings; got the array key (1,)"),
-        (_send_with_to(b"\x81\x91\x01\x02", kind_first=False), wire.ErrorCode.WRONG_TYPE, "the keys of to must be strings; got the array key (1,)"),
+        (_send_with_to(b"\x81\x91\x01\x02"), wire.ErrorCode.WRONG_TYPE, "the keys of to must be strings; got the array key [1]"),
+        (_send_with_to(b"\x81\x91\x01\x02", kind_first=False), wire.ErrorCode.WRONG_TYPE, "the keys of to must be strings; got the array key [1]"),
         (_send_with_to(b"\xc1"), wire.ErrorCode.MALFORMED_MSGPACK, "frame body is not one msgpack value: it holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'to'"),
         (_send_with_to(P("bob"))[:-3], wire.ErrorCode.MALFORMED_MSGPACK, "frame body is not one msgpack value: it is cut short at byte"),
         (_send_with_to(P("bob")) + b"\x01", wire.ErrorCode.MALFORMED_MSGPACK, "frame body is not one msgpack value: 1 byte follows its first"),
