@@ -104,16 +104,7 @@ class GhostParticipant(Intervention):
                 )
                 + "; only a change to the members' clients could add one"
             )
-            world.emit(
-                {
-                    "t": world.sched.now,
-                    "kind": "exceptional_access",
-                    "demand": "ghost_participant",
-                    "group": self.group,
-                    "added": False,
-                    "why": self.why_not_added,
-                }
-            )
+            self._emit_not_added()
             return
         if world.store.group_epoch(gid) is None:  # the group does not exist yet at the relay
             world.sched.after(RETRY, self._add)
@@ -140,16 +131,19 @@ class GhostParticipant(Intervention):
         )
 
     def _registration_refused(self, code: str, message: str) -> None:
-        world = self.world
         assert self.device is not None  # (the phone whose registration the relay answered)
         self.registration_refused = {"code": code, "message": message}
         self.why_not_added = (
             f"the relay refused to register the agency's phone {self.device.name} ({code}: {message}): "
             "there was no account to add"
         )
-        world.emit(
+        self._emit_not_added()
+
+    def _emit_not_added(self) -> None:
+        """The run's event that the ghost was not added, and why (``why_not_added``)."""
+        self.world.emit(
             {
-                "t": world.sched.now,
+                "t": self.world.sched.now,
                 "kind": "exceptional_access",
                 "demand": "ghost_participant",
                 "group": self.group,
