@@ -414,9 +414,8 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
-        self._read_again: dict[
-            str, int
-        ] = {}  # ... per device the relay queued them for (SimulationResult.envelopes)
+        # ... each with the device the relay queued it for and its envelope id (SimulationResult.envelopes)
+        self._read_again: list[tuple[str, bytes]] = []
         # envelopes the phones could not read, counted at the end: (phone, envelope id, when, the
         # ``Undecryptable.reason``, or None for a ``Duplicate``, the device the relay queued it for: the
         # phone, or a mailbox on it)
@@ -712,7 +711,7 @@ class _LiveRun:
         if phone.name in state.delivered:
             self.duplicates_dropped += 1
             name = phone.name if box is None else box.name
-            self._read_again[name] = self._read_again.get(name, 0) + 1
+            self._read_again.append((name, ev.envelope_id))
             # one record a duplicate, as for a copy the phone could not read (_unread_classified)
             self.emit({"kind": "duplicate_dropped", "device": name, "message": state.planned.id})
             return False
@@ -1425,7 +1424,7 @@ class _LiveRun:
         for kind, fields in (
             (RecordKind.SEND, ("recipient_account", "recipient_device")),
             (RecordKind.SEALED_SEND, ("recipient_account", "recipient_device")),
-            (RecordKind.ACKNOWLEDGEMENT, ("account", "device")),
+            (RecordKind.ACKNOWLEDGEMENT, ("account", "device", "envelope_id")),
         ):
             rule = policy.rule(kind)
             if (
@@ -1441,9 +1440,12 @@ class _LiveRun:
                 return None
         sent: dict[str, int] = {}
         acked: dict[str, int] = {}
+        acked_ids: set[bytes] = set()
         for r in records:
             if r.kind is RecordKind.ACKNOWLEDGEMENT:
                 name, tally = f"{r.account}/{r.device}", acked
+                if r.envelope_id is not None:
+                    acked_ids.add(r.envelope_id)
             elif r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND):
                 name, tally = f"{r.recipient_account}/{r.recipient_device}", sent
             else:
@@ -1453,12 +1455,23 @@ class _LiveRun:
         for e in left:
             name = f"{e.account}/{e.device}"
             unread[name] = unread.get(name, 0) + 1
+        # what a phone reported of an envelope it did not read, counted as the simulator counts it
+        # (Simulation._outcome): once the relay recorded its acknowledgement, one report an envelope (its
+        # last); one the relay still holds is unread alone
+        reported: dict[bytes, tuple[str, int]] = {}
+        for name, eid in self._read_again:
+            reported[eid] = (name, 0)
+        for (name, record), (_phone, eid, _t, _reason, _counted) in zip(
+            self._unread_classified(), self._unread, strict=True
+        ):
+            reported[eid] = (
+                name,
+                0 if record["kind"] == "duplicate_dropped" else 1 if "reason" in record else 2,
+            )
         outcomes: dict[str, list[int]] = {}
-        for name, n in self._read_again.items():
-            outcomes.setdefault(name, [0, 0, 0])[0] += n
-        for name, record in self._unread_classified():
-            row = outcomes.setdefault(name, [0, 0, 0])
-            row[0 if record["kind"] == "duplicate_dropped" else 1 if "reason" in record else 2] += 1
+        for eid, (name, which) in reported.items():
+            if eid in acked_ids:
+                outcomes.setdefault(name, [0, 0, 0])[which] += 1
         return envelope_rows(sent, acked, unread, outcomes)
 
 
