@@ -47,8 +47,12 @@ that is no planned message (a receipt, cover...) is the phone's word, set beside
 accepted another envelope of the same size for that device), and each it accepted only once is a
 disagreement, listed there and warned of on stderr. ``summary.json``'s ``envelopes`` counts every
 envelope the relay accepted as the simulator counts them, from the relay's records (``_envelope_rows``)
-where its profile keeps a record of each send and acknowledgement naming the device; where it keeps
-none, ``live.envelopes_not_counted`` says so. The
+where its profile keeps a record of each send and acknowledgement naming the device, the envelope and
+its exact time; where it keeps none, ``live.envelopes_not_counted`` says so. It counts each as it stood
+at the scenario's end, where the simulator stops, by the times of the relay's records: one the relay
+accepted after the end is not counted (``relay_records`` still counts its record), one whose
+acknowledgement it recorded after the end is ``unread``, as the simulator counts one whose
+acknowledgement is still on its way at the end. The
 scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
@@ -414,9 +418,8 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
-        self._read_again: dict[
-            str, int
-        ] = {}  # ... per device the relay queued them for (SimulationResult.envelopes)
+        # ... each with the device the relay queued it for and its envelope id (SimulationResult.envelopes)
+        self._read_again: list[tuple[str, bytes]] = []
         # envelopes the phones could not read, counted at the end: (phone, envelope id, when, the
         # ``Undecryptable.reason``, or None for a ``Duplicate``, the device the relay queued it for: the
         # phone, or a mailbox on it)
@@ -712,7 +715,7 @@ class _LiveRun:
         if phone.name in state.delivered:
             self.duplicates_dropped += 1
             name = phone.name if box is None else box.name
-            self._read_again[name] = self._read_again.get(name, 0) + 1
+            self._read_again.append((name, ev.envelope_id))
             # one record a duplicate, as for a copy the phone could not read (_unread_classified)
             self.emit({"kind": "duplicate_dropped", "device": name, "message": state.planned.id})
             return False
@@ -1298,8 +1301,9 @@ class _LiveRun:
         """Nothing more can arrive: every message accepted has reached its recipients that are
         online, none is still on its way from a phone that is online, no receipt or cover message
         either, and the relay holds nothing for a phone that is online (sender keys, receipts; and
-        what it delivered until the phone's acknowledgement of it is answered, which summary.json's
-        ``envelopes`` counts on: the relay stopped before, it would be counted unread)."""
+        what it delivered until the phone's acknowledgement of it is answered: the relay stopped
+        before, it would still be queued). summary.json's ``envelopes`` counts each as it stood at the
+        scenario's end all the same (_envelope_rows), as the simulator, which stops there, does."""
         if any(phone.online for phone in self._control_in_flight.values()):
             return False
         if self._queued_for_online():
@@ -1419,13 +1423,16 @@ class _LiveRun:
     ) -> dict[str, dict[str, int]] | None:
         """SimulationResult.envelopes_by_device as the simulator counts it (``envelope_rows``), from the
         relay's records of what it accepted for each device and of each device's acknowledgements, what
-        it still holds (``left``), and what the phones reported of those they could not read; None, with
-        the reason in ``envelopes_not_counted``, where the profile keeps no such record of each."""
+        it still holds (``left``), and what the phones reported of those they could not read, each
+        envelope as it stood at the scenario's end (the relay's clock then, ``relay_time``): the
+        simulator stops there (Simulation._run); the live run goes on waiting (run's drain). None, with
+        the reason in ``envelopes_not_counted``, where the profile keeps no such record of each, with its
+        envelope and its exact time."""
         policy = self.profile.policy
         for kind, fields in (
-            (RecordKind.SEND, ("recipient_account", "recipient_device")),
-            (RecordKind.SEALED_SEND, ("recipient_account", "recipient_device")),
-            (RecordKind.ACKNOWLEDGEMENT, ("account", "device")),
+            (RecordKind.SEND, ("recipient_account", "recipient_device", "envelope_id", "time")),
+            (RecordKind.SEALED_SEND, ("recipient_account", "recipient_device", "envelope_id", "time")),
+            (RecordKind.ACKNOWLEDGEMENT, ("account", "device", "envelope_id", "time")),
         ):
             rule = policy.rule(kind)
             if (
@@ -1433,33 +1440,66 @@ class _LiveRun:
                 or rule.keep != "all"
                 or rule.keep_for is not None
                 or not set(fields) <= rule.fields
+                or "time" in rule.granularity
             ):
                 self.envelopes_not_counted = (
                     f"the {self.profile.name} profile keeps no {kind.value} record of every one naming the "
-                    f"device ({' and '.join(fields)}), which a live run counts the envelopes from"
+                    f"device, the envelope and the exact time ({', '.join(fields)}), which a live run counts "
+                    "the envelopes from"
                 )
                 return None
+        # By the relay's records' times, as the simulator counts them at the end: an envelope the relay
+        # accepted after it (a send still on its way then) is none of the run's; one whose
+        # acknowledgement it recorded after it (in flight at the end, answered during the drain) was
+        # still queued at the end: unread, as one it still holds now is.
+        end = self.relay_time(self.scenario.duration)
         sent: dict[str, int] = {}
         acked: dict[str, int] = {}
-        for r in records:
-            if r.kind is RecordKind.ACKNOWLEDGEMENT:
-                name, tally = f"{r.account}/{r.device}", acked
-            elif r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND):
-                name, tally = f"{r.recipient_account}/{r.recipient_device}", sent
-            else:
-                continue
-            tally[name] = tally.get(name, 0) + 1
+        accepted: set[bytes] = set()
+        acked_ids: set[bytes] = set()
         unread: dict[str, int] = {}
+        for r in records:
+            if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND) and _made_by(r, end):
+                name = f"{r.recipient_account}/{r.recipient_device}"
+                sent[name] = sent.get(name, 0) + 1
+                if r.envelope_id is not None:
+                    accepted.add(r.envelope_id)
+        for r in records:
+            if r.kind is not RecordKind.ACKNOWLEDGEMENT or r.envelope_id not in accepted:
+                continue
+            name = f"{r.account}/{r.device}"
+            if _made_by(r, end):
+                acked[name] = acked.get(name, 0) + 1
+                acked_ids.add(r.envelope_id)
+            else:
+                unread[name] = unread.get(name, 0) + 1
         for e in left:
-            name = f"{e.account}/{e.device}"
-            unread[name] = unread.get(name, 0) + 1
+            if e.id in accepted:
+                name = f"{e.account}/{e.device}"
+                unread[name] = unread.get(name, 0) + 1
+        # what a phone reported of an envelope it did not read, counted as the simulator counts it
+        # (Simulation._outcome): once the relay recorded its acknowledgement, one report an envelope (its
+        # last); one the relay still holds is unread alone
+        reported: dict[bytes, tuple[str, int]] = {}
+        for name, eid in self._read_again:
+            reported[eid] = (name, 0)
+        for (name, record), (_phone, eid, _t, _reason, _counted) in zip(
+            self._unread_classified(), self._unread, strict=True
+        ):
+            reported[eid] = (
+                name,
+                0 if record["kind"] == "duplicate_dropped" else 1 if "reason" in record else 2,
+            )
         outcomes: dict[str, list[int]] = {}
-        for name, n in self._read_again.items():
-            outcomes.setdefault(name, [0, 0, 0])[0] += n
-        for name, record in self._unread_classified():
-            row = outcomes.setdefault(name, [0, 0, 0])
-            row[0 if record["kind"] == "duplicate_dropped" else 1 if "reason" in record else 2] += 1
+        for eid, (name, which) in reported.items():
+            if eid in acked_ids:
+                outcomes.setdefault(name, [0, 0, 0])[which] += 1
         return envelope_rows(sent, acked, unread, outcomes)
+
+
+def _made_by(r: MetadataRecord, end: float) -> bool:
+    """Whether the relay made the record ``r`` by the scenario's end (``end``, the relay's clock then)."""
+    return r.time is not None and r.time <= end
 
 
 @dataclass

@@ -298,7 +298,8 @@ class SimulationResult:
 # ``refused`` (decrypted, not read: SimulationResult.refused's reasons), ``undecryptable``, and
 # ``delivered`` the rest (read: a message, a receipt, a sync copy, a sender key, cover); ``dropped_by_relay``
 # neither acknowledged nor still queued. delivered + duplicates_dropped + refused + undecryptable +
-# unread + dropped_by_relay = sent.
+# unread + dropped_by_relay = sent, each envelope in one of them: what a device reported of one whose
+# acknowledgement never reached the relay is in none of the devices' columns (Simulation._outcome).
 ENVELOPE_FATES = (
     "sent",
     "forged_by_relay",
@@ -525,7 +526,12 @@ class Simulation:
         self._sent_to: dict[tuple[str | None, int | None], int] = {}
         self._forged_to: dict[str, int] = {}  # ... and those the relay forged (forge_envelope)
         self._acked_by: dict[tuple[str | None, int | None], int] = {}
+        # per device, [duplicates dropped, refused, undecryptable] among the envelopes it acknowledged
+        # (the relay's record of the acknowledgement, _ledger); what a device reported of an envelope
+        # whose acknowledgement has not reached the relay waits here, by envelope id (its device's name,
+        # which of the three): still queued at the end, it is counted unread alone (envelope_rows)
         self._outcomes: dict[str, list[int]] = {}
+        self._unacked_outcomes: dict[bytes, tuple[str, int]] = {}
         self._agency_read: set[tuple[str, int]] = (
             set()
         )  # (an agency's device, a message it read): _agency_event
@@ -1220,15 +1226,23 @@ class Simulation:
     def _ledger(self, r: MetadataRecord) -> None:
         if r.kind is RecordKind.ACKNOWLEDGEMENT:
             key, tally = (r.account, r.device), self._acked_by
+            if self._unacked_outcomes and r.envelope_id is not None:
+                reported = self._unacked_outcomes.pop(r.envelope_id, None)
+                if reported is not None:
+                    name, which = reported
+                    row = self._outcomes.get(name)
+                    if row is None:
+                        row = self._outcomes[name] = [0, 0, 0]
+                    row[which] += 1
         else:
             key, tally = (r.recipient_account, r.recipient_device), self._sent_to
         tally[key] = tally.get(key, 0) + 1
 
-    def _outcome(self, d: SimDevice, which: int) -> None:
-        row = self._outcomes.get(d.name)
-        if row is None:
-            row = self._outcomes[d.name] = [0, 0, 0]
-        row[which] += 1
+    def _outcome(self, d: SimDevice, which: int, envelope_id: bytes) -> None:
+        """What ``d`` reported of the envelope ``envelope_id`` it did not read (``which``: 0 a duplicate
+        dropped, 1 refused, 2 undecryptable), counted once the relay records its acknowledgement
+        (_ledger): one report an envelope, the device's last before its acknowledgement."""
+        self._unacked_outcomes[envelope_id] = (d.name, which)
 
     def _count_record(self, r: MetadataRecord) -> None:
         counts = self.record_counts
@@ -1401,7 +1415,7 @@ class Simulation:
             reader = (box or d).name
             if self._read_already(d, event, mid):
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
-                self._outcome(box or d, 0)
+                self._outcome(box or d, 0, event.envelope_id)
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": reader, "message": mid})
             else:
                 record = {"t": t, "kind": "undecryptable", "device": reader, "message": mid}
@@ -1409,10 +1423,10 @@ class Simulation:
                 if reason is not None:
                     self.refused[reason] += 1
                     record["reason"] = reason  # it opened: refused for its identity key, or a self-send
-                    self._outcome(box or d, 1)
+                    self._outcome(box or d, 1, event.envelope_id)
                 else:
                     self.undecryptable += 1
-                    self._outcome(box or d, 2)
+                    self._outcome(box or d, 2, event.envelope_id)
                 self.emit(record)
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
@@ -1450,17 +1464,17 @@ class Simulation:
                     self.mismatched += 1
                 self._agency_read.add((d.name, state.planned.id))
                 return
-            self._outcome(d, 0)  # read again: acknowledged, and counted as a duplicate
+            self._outcome(d, 0, event.envelope_id)  # read again: acknowledged, and counted as a duplicate
         elif self._read_already(d, event, mid):
-            self._outcome(d, 0)
+            self._outcome(d, 0, event.envelope_id)
         else:
             record["kind"] = "undecryptable"
             reason = A.refusal(event) if isinstance(event, A.Undecryptable) else None
             if reason is not None:
                 record["reason"] = reason  # it opened: refused for its identity key, or a self-send
-                self._outcome(d, 1)
+                self._outcome(d, 1, event.envelope_id)
             else:
-                self._outcome(d, 2)
+                self._outcome(d, 2, event.envelope_id)
         self.emit(record)
 
     def read_already(self, device: str, event: A.Duplicate | A.Undecryptable) -> bool:
@@ -1497,9 +1511,8 @@ class Simulation:
             return False
         if d.name in state.delivered:
             self.duplicates_dropped += 1
-            self._outcome(
-                box or d, 0
-            )  # acknowledged, and counted as a duplicate (SimulationResult.envelopes)
+            # counted as a duplicate once acknowledged (SimulationResult.envelopes)
+            self._outcome(box or d, 0, ev.envelope_id)
             # transcribed as _agent_event transcribes a copy the ratchet refused: one record a duplicate
             self.emit(
                 {"t": self.sched.now, "kind": "duplicate_dropped", "device": (box or d).name, "message": mid}
