@@ -65,6 +65,7 @@ from relaysim.sims.analysis.runfiles import (
     line_too_long,
     loads,
     not_a_file,
+    not_json,
     numbered_lines,
     open_run_file,
     plain_name_problem,
@@ -804,12 +805,9 @@ def _read_json(path: Path, run: Path) -> Any:
     """``path``, a JSON file of the run in ``run``; RunFolderError saying what is wrong with it."""
     try:
         return loads(read_run_text(path))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): the run was "
-            f"cut short while writing it, or the file was damaged; {run_again(run)}"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (every reader's words: runfiles.not_json)
+        raise RunFolderError(f"{not_json(path, exc)}; {run_again(run)}") from exc
+    except OSError as exc:
         raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 

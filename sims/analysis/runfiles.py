@@ -57,6 +57,7 @@ __all__ = [
     "loads",
     "not_a_file",
     "not_empty",
+    "not_json",
     "numbered_lines",
     "one_line",
     "open_run_file",
@@ -86,6 +87,23 @@ def loads(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
     except ValueError as exc:  # an integer too long to convert
         raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
+
+
+def not_json(path: str | Path, exc: ValueError, writer: str = "the run") -> str:
+    """The one wording for a run's JSON file that is not JSON (``exc``: :func:`loads`'
+    JSONDecodeError, or :func:`read_run_text`'s UnicodeDecodeError), said alike by every reader of it:
+    a disclosure not JSON was "is not valid JSON (…): the run was cut short…" to the demo's comparison,
+    "cannot be read (…)" to the report and "cannot read it as a disclosure (JSON): …" to analyze.
+    ``writer``: what writes the file (``relaysim analyze`` for its pages). The caller adds its advice."""
+    if isinstance(exc, json.JSONDecodeError):
+        why = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    elif isinstance(exc, UnicodeDecodeError):
+        why = f"not UTF-8 text: byte {exc.start} is no character's"
+    else:
+        why = str(exc)
+    return (
+        f"{path} is not valid JSON ({why}): {writer} was cut short while writing it, or the file was damaged"
+    )
 
 
 # The one rule for showing a value in an error is relay.wire.quoted's (docs/protocol.md, Errors); this

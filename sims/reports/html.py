@@ -37,6 +37,7 @@ from relaysim.sims.analysis.runfiles import (
     broken_link,
     finite_number,
     loads,
+    not_json,
     own_file,
     plain_name_problem,
     read_run_text,
@@ -98,10 +99,11 @@ def _clock(t: float, days: bool) -> str:
     return f"day {day + 1} {hms}" if days or day else hms
 
 
-def _load(path: Path, run: Path | None = None, again: str | None = None) -> Any:
+def _load(path: Path, run: Path | None = None, again: str | None = None, writer: str = "the run") -> Any:
     """``path``, a JSON file of the run in ``run`` (by default the folder ``path`` is in); ReportError
-    naming it otherwise, saying how to write it again (``again``: relaysim analyze for its pages; by
-    default the command that makes the run, sims.report.run_again)."""
+    naming it otherwise, in the words every reader of a run's JSON gives (runfiles.not_json), saying
+    how to write it again (``again``: relaysim analyze for its pages, ``writer``; by default the
+    command that makes the run, sims.report.run_again)."""
     try:
         return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -109,9 +111,12 @@ def _load(path: Path, run: Path | None = None, again: str | None = None) -> Any:
             from relaysim.sims.report import run_again
 
             again = run_again(path.parent if run is None else run)
-        raise ReportError(
-            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); {again}"
-        ) from None
+        said = (
+            not_json(path, exc, writer)
+            if isinstance(exc, ValueError)
+            else f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc})"
+        )
+        raise ReportError(f"{said}; {again}") from None
 
 
 def _again(run: Path) -> str:
@@ -537,7 +542,7 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     if folder.is_dir() and any(folder.glob("*.json")):
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
-        pages = {f.stem: _load(f, run, again) for f in sorted(folder.glob("*.json"))}
+        pages = {f.stem: _load(f, run, again, "relaysim analyze") for f in sorted(folder.glob("*.json"))}
         for stem, page in pages.items():  # (a list: "holds a page … (AttributeError(…))", no file named)
             if not isinstance(page, dict):
                 raise ReportError(
