@@ -549,6 +549,9 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
                     f"{folder / (stem + '.json')}: expected an analysis page (a JSON object), got "
                     f"{type(page).__name__}; {again}"
                 )
+            problem = _page_problem(page)
+            if problem is not None:  # ({"x": 1} was drawn as a contact graph of no edges, saying nothing)
+                raise ReportError(f"{folder / (stem + '.json')}: {problem}; {again}")
         _directory_since(run, folder, pages)
         return pages
     from relaysim.sims.analysis.view import AnalysisInputError
@@ -562,6 +565,50 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     except AnalysisInputError as exc:
         raise ReportError(f"{exc}{_again(run)}") from None
     return {name: as_written(data) for name, (_a, data) in computed.items()}
+
+
+def _page_problem(page: dict[str, Any]) -> str | None:
+    """What keeps ``page``, an ``analysis/NAME.json`` read back, from being one as relaysim analyze
+    writes it (sims.analysis_scoring.compute_analyses), in the fields the report reads of it (the
+    contact graph and its score), as ``field: expected …, got …``; None if nothing does."""
+
+    def got(data: dict[str, Any], key: str) -> str:
+        return brief(data[key]) if key in data else "nothing (the field is missing)"
+
+    analysis = page.get("analysis")
+    if not isinstance(analysis, dict):
+        return f"analysis: expected the analysis (an object), got {got(page, 'analysis')}"
+    graph = analysis.get("contact_graph")
+    if not isinstance(graph, dict):
+        return f"analysis.contact_graph: expected the contact graph (an object), got {got(analysis, 'contact_graph')}"
+    edges = graph.get("edge_list")
+    if not isinstance(edges, list):
+        return f"analysis.contact_graph.edge_list: expected a list of edges, got {got(graph, 'edge_list')}"
+    for i, e in enumerate(edges):
+        between = e.get("between") if isinstance(e, dict) else None
+        if not (isinstance(between, list) and len(between) == 2 and all(isinstance(a, str) for a in between)):
+            odd = f"between: {got(e, 'between')}" if isinstance(e, dict) else brief(e)
+            return (
+                f"analysis.contact_graph.edge_list[{i}]: expected an edge (an object whose 'between' is "
+                f"its two accounts' names), got {odd}"
+            )
+    score = page.get("score", None)  # (none without the run's transcript to score against)
+    if score is None:
+        return None
+    if not isinstance(score, dict):
+        return f"score: expected the scores (an object) or null, got {brief(score)}"
+    graded = score.get("contact_graph")
+    if not isinstance(graded, dict):
+        return f"score.contact_graph: expected the contact graph's score (an object), got {got(score, 'contact_graph')}"
+    for key in ("true_pairs", "inferred_pairs", "correct"):
+        v = graded.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"score.contact_graph.{key}: expected a count, got {got(graded, key)}"
+    for key in ("precision", "recall"):  # (null where there is nothing to divide by)
+        v = graded.get(key)
+        if v is not None and not (finite_number(v) and 0 <= v <= 1):
+            return f"score.contact_graph.{key}: expected a fraction from 0 to 1 or null, got {brief(v)}"
+    return None
 
 
 def _directory_since(run: Path, folder: Path, pages: dict[str, Any]) -> None:

@@ -448,7 +448,12 @@ def test_analyze_names_a_disclosure_window_that_is_not_two_times(
             "search-warrant-amira.json: name: expected a",
         ),
         ("analysis/relay.json", "[]", "relay.json: expected an analysis page (a JSON object), got list"),
-        ("analysis/relay.json", '{"analysis": "x", "score": "x"}', "analysis holds a page"),
+        # (it was "analysis holds a page this version of relaysim does not read", naming no field)
+        (
+            "analysis/relay.json",
+            '{"analysis": "x", "score": "x"}',
+            "relay.json: analysis: expected the analysis (an object), got 'x'; write it again with: relaysim analyze",
+        ),
     ],
 )
 def test_report_names_a_page_of_another_shape(
