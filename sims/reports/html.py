@@ -592,7 +592,7 @@ def _page_problem(page: dict[str, Any]) -> str | None:
                 f"analysis.contact_graph.edge_list[{i}]: expected an edge (an object whose 'between' is "
                 f"its two accounts' names), got {odd}"
             )
-    score = page.get("score", None)  # (none without the run's transcript to score against)
+    score = page.get("score")  # (none without the run's transcript to score against)
     if score is None:
         return None
     if not isinstance(score, dict):
