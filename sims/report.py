@@ -69,6 +69,7 @@ from relaysim.sims.analysis.runfiles import (
     numbered_lines,
     open_run_file,
     plain_name_problem,
+    provider_problem,
     read_run_text,
     shell_word,
 )
@@ -576,17 +577,15 @@ def run_calendar(run: Path) -> tuple[float, bool]:
         return SIM_EPOCH, False
     try:
         data = loads(read_run_text(path))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:  # (not JSON, not UTF-8: every reader's words for it)
+        raise ValueError(f"{not_json(path, exc)}; {run_again(run)}") from None
+    except OSError as exc:
         raise ValueError(f"{path} cannot be read ({exc}); {run_again(run)}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    epoch = data.get("clock_epoch", SIM_EPOCH)
-    if not finite_number(epoch):  # (math.isfinite of an integer past a float's range: OverflowError)
-        got = repr(epoch)
-        raise ValueError(
-            f"{path}: clock_epoch: expected Unix seconds (a number), got {got[:60]}{'…' if len(got) > 60 else ''}"
-        )
-    return epoch, "profile_as_of" in data
+    # ({"x": 1} was read as an undated run, saying nothing; a profile_as_of of 5 as a dated one)
+    problem = provider_problem(data)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}; {run_again(run)}")
+    return data.get("clock_epoch", SIM_EPOCH), "profile_as_of" in data
 
 
 def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:

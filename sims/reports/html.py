@@ -498,6 +498,12 @@ def _subfolder(run: Path, name: str) -> Path:
 
 
 def _orders(run: Path, days: bool) -> str:
+    from relaysim.sims.report import run_calendar
+
+    try:  # (read whether or not an order was served: a broken provider.json is said, not passed over)
+        calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     files = sorted(_subfolder(run, "disclosures").glob("*.json"))
     if not files:
         return "<p>No legal order was served in this run.</p>"
@@ -509,12 +515,6 @@ def _orders(run: Path, days: bool) -> str:
         if problem is not None:
             raise ReportError(f"{f}: {problem}{_again(run)}")
     orders.sort(key=lambda fd: (fd[1].get("served") if finite_number(fd[1].get("served")) else 0, fd[0].name))
-    from relaysim.sims.report import run_calendar
-
-    try:
-        calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
-    except ValueError as exc:
-        raise ReportError(str(exc)) from None
     parts = []
     for f, d in orders:
         try:
