@@ -1703,6 +1703,38 @@ def test_a_store_with_only_some_of_the_relay_s_tables_is_refused_in_one_wording_
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
+def test_a_relay_db_that_is_no_sqlite_database_is_refused_in_one_wording_by_every_reader(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relay.db that is a text file: analyze and report said sqlite3's words, "cannot read it as a
+    relay store (file is not a database)", disclose "cannot open it as a relay store: file is not a
+    database". One wording now, the Store's for such a file, after the file's name and with a run's
+    reader's advice; one the command does not read (in a subfolder) is warned of, as a store of
+    another schema there is."""
+    out = tmp_path / "text"
+    shutil.copytree(tf_run, out)
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    (out / "relay.db").write_text("not a database\n" * 100, encoding="utf-8")
+    said = {err.split(f"{out / 'relay.db'}: ", 1)[-1] for err in _every_reader_refuses(out, capsys)}
+    assert said == {
+        "not a SQLite database (its first bytes are not SQLite's header), not a relay store; give the "
+        "relay.db a run wrote (in its --out folder), or run the scenario again (the file is left as it is)\n"
+    }, said
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    # a copy in a subfolder, which analyze and report do not read: a warning naming it
+    shutil.rmtree(out)
+    shutil.copytree(tf_run, out)
+    (out / "old").mkdir()
+    (out / "old" / "relay.db").write_text("not a database\n", encoding="utf-8")
+    for command in ("analyze", "report"):
+        assert main([command, str(out)]) == 0, command
+        err = capsys.readouterr().err
+        assert (
+            f"relaysim {command}: warning: {out / 'old' / 'relay.db'}: not a SQLite database (its first "
+            f"bytes are not SQLite's header), not a relay store ({command} does not read it)\n"
+        ) == err, err
+
+
 @pytest.mark.parametrize(
     ("content", "said"),
     [
