@@ -528,7 +528,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.profiles import profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads, not_json, provider_problem
-    from relaysim.sims.report import disclosure_json, sim_clock
+    from relaysim.sims.report import disclosure_json, run_again, sim_clock
     from relaysim.sims.scenario import MAX_DURATION, parse_duration
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
@@ -556,19 +556,22 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{provider_file}: {odd}, where a run keeps the provider's file beside relay.db; move it away"
         )
     if provider_file.exists():
-        advice = (
-            "it says which profile answered and which keys the provider holds: run the scenario again, or "
-            "give --profile and move the file aside"
-        )
+
+        def advice() -> str:  # (made as the error is raised: it may read the run's summary.json)
+            return (
+                "it says which profile answered and which keys the provider holds: "
+                f"{run_again(db.parent)}, or give --profile and move the file aside"
+            )
+
         try:
             provider = loads(read_run_text(provider_file))
         except ValueError as exc:  # (not JSON, not UTF-8: in the words analyze and report give)
-            raise CliError(f"{not_json(provider_file, exc)}; {advice}") from None
+            raise CliError(f"{not_json(provider_file, exc)}; {advice()}") from None
         except OSError as exc:
-            raise CliError(f"{provider_file} cannot be read ({exc}); {advice}") from None
+            raise CliError(f"{provider_file} cannot be read ({exc}); {advice()}") from None
         problem = provider_problem(provider)  # (in the words analyze and report give)
-        if problem is not None:
-            raise CliError(f"{provider_file}: {problem}")
+        if problem is not None:  # (the command that writes it, as analyze and report name it)
+            raise CliError(f"{provider_file}: {problem}; {advice()}")
     recorded = provider.get("profile")
     profile_name = args.profile or recorded
     if profile_name is None:

@@ -1774,13 +1774,15 @@ def test_a_provider_json_of_the_wrong_shape_is_refused_in_one_wording_by_every_r
     an undated calendar), exit 0; a GeoIP region, a key, run_ended or profile_as_of of the wrong type
     was refused by disclose alone, and read by analyze and report (a profile_as_of of 5: a dated run).
     Every reader refuses each now, naming the file and the field, in the same words
-    (sims.analysis.runfiles.provider_problem)."""
+    (sims.analysis.runfiles.provider_problem), and the command that writes it (disclose named none)."""
     out = tmp_path / "provider"
     shutil.copytree(tf_run, out)
     shutil.rmtree(out / "analysis", ignore_errors=True)
     (out / "provider.json").write_text(content, encoding="utf-8")
     for err in _every_reader_refuses(out, capsys):
         assert f"{out / 'provider.json'}: {said}" in err, err
+        # and the command that writes it (disclose: or --profile, with the file moved aside)
+        assert f"run it again with: relaysim run two-friends --out {out} --force" in err, err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
