@@ -558,6 +558,29 @@ def _no_schema_of_ours(path: object, version: int, advice: str | None) -> str:
     )
 
 
+# What a file that is no SQLite database at all is (a text file, another format): the Store opening it
+# (_explain) and the readers of a finished run's store (refuse_another_schema) say it alike.
+_NOT_SQLITE: Final = "not a SQLite database (its first bytes are not SQLite's header)"
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"  # (sqlite.org/fileformat2.html, 1.3: the first 16 bytes)
+
+
+def _not_sqlite(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` holds bytes, but not SQLite's header: no SQLite database (an empty
+    file is SQLite's empty database; one that cannot be read is its reader's to say)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError:
+        return False
+    return bool(head) and head != _SQLITE_HEADER
+
+
+def _no_sqlite(path: object, advice: str | None) -> str:
+    """What a reader of a finished run's store (:func:`refuse_another_schema`) is told of a file that
+    is no SQLite database: said in the Store's words (sqlite3 says "file is not a database")."""
+    return _advised(f"{path}: {_NOT_SQLITE}, not a relay store", advice)
+
+
 def _empty_store(path: object, advice: str | None) -> str:
     """What a reader of a finished run's store (:func:`refuse_another_schema` with ``empty``) is told
     of a file holding no database, or an empty one: no table, no schema version."""
@@ -676,14 +699,18 @@ def refuse_another_schema(
     passes (a Store makes its tables there). With ``empty``, a store of a version it reads that lacks
     some of that version's tables is refused too, naming them (analyze said "no such table:
     metadata", disclose "it has no accounts or devices or metadata table"). A version below 0 is
-    no relaysim's, and is refused as no relay store. ``advise=False``: what
+    no relaysim's, and is refused as no relay store; a file that is no SQLite database at all (a text
+    file: not SQLite's header) is refused in the Store's words for one. ``advise=False``: what
     the file is, without any advice (a warning of a file the command does not read)."""
+    told = (advice or _STORE_ADVICE) if advise else None  # (a newer or older one: its own advice)
     read = _read_schema(path)
     if read is None:
+        if _not_sqlite(path):  # (a text file: analyze said "cannot read it as a relay store (file is
+            # not a database)", disclose "cannot open it as a relay store: file is not a database")
+            raise StoreError(_no_sqlite(path, told))
         return
     version, tables = read
 
-    told = (advice or _STORE_ADVICE) if advise else None  # (a newer or older one: its own advice)
     if version > len(MIGRATIONS):
         raise StoreError(_newer_schema(path, version, _NEWER_ADVICE if advise else None))
     if older and 0 < version < len(MIGRATIONS):
@@ -794,7 +821,7 @@ def _explain(path: str, exc: sqlite3.Error) -> str:
     if not os.path.isdir(folder):
         return f"its folder {folder} does not exist ({message}); make it first, or give another path"
     if message == "file is not a database":
-        return "not a SQLite database (its first bytes are not SQLite's header): give a relay store, or a new path"
+        return f"{_NOT_SQLITE}: give a relay store, or a new path"
     if "malformed" in message:
         return f"a damaged SQLite file ({message}): truncated or overwritten; restore it from a backup"
     if message == "database is locked":

@@ -523,8 +523,8 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, with_article
     from relaysim.relay.profiles import NOT_ON_THE_RELAY, profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
-    from relaysim.sims.analysis.runfiles import loads
-    from relaysim.sims.report import disclosure_json, sim_clock
+    from relaysim.sims.analysis.runfiles import loads, not_json, provider_problem
+    from relaysim.sims.report import disclosure_json, run_again, sim_clock
     from relaysim.sims.scenario import MAX_DURATION, parse_duration
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
@@ -560,16 +560,22 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{provider_file}: {odd}, where a run keeps the provider's file beside relay.db; move it away"
         )
     if provider_file.exists():
+
+        def advice() -> str:  # (made as the error is raised: it may read the run's summary.json)
+            return (
+                "it says which profile answered and which keys the provider holds: "
+                f"{run_again(db.parent)}, or give --profile and move the file aside"
+            )
+
         try:
             provider = loads(read_run_text(provider_file))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise CliError(
-                f"{provider_file} cannot be read ({exc}); it says which profile answered and which keys "
-                "the provider holds: run the scenario again, or give --profile and move the file aside"
-            ) from None
-        if not isinstance(provider, dict):
-            raise CliError(f"{provider_file}: expected a JSON object, got {type(provider).__name__}")
-        _check_provider(provider_file, provider)
+        except ValueError as exc:  # (not JSON, not UTF-8: in the words analyze and report give)
+            raise CliError(f"{not_json(provider_file, exc)}; {advice()}") from None
+        except OSError as exc:
+            raise CliError(f"{provider_file} cannot be read ({exc}); {advice()}") from None
+        problem = provider_problem(provider)  # (in the words analyze and report give)
+        if problem is not None:  # (the command that writes it, as analyze and report name it)
+            raise CliError(f"{provider_file}: {problem}; {advice()}")
     recorded = provider.get("profile")
     profile_name = args.profile or recorded
     if profile_name is None:
@@ -581,13 +587,8 @@ def _disclose(args: argparse.Namespace) -> int:
                 "[relay] profile: keep-everything where it names none)"
             )
         raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
-    as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then
-    try:
-        day = None if as_of is None else date.fromisoformat(as_of)
-    except (TypeError, ValueError):
-        raise CliError(
-            f"{provider_file}: profile_as_of: expected a date like 2016-05-01, got {brief(as_of)}"
-        ) from None
+    as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then (a date: checked)
+    day = None if as_of is None else date.fromisoformat(as_of)
     try:
         # a dated run's provider as it was then (relay.profiles.profile_as_of), as the run had it
         profile = profile_as_of(profile_name, day)
@@ -758,44 +759,6 @@ def _live_run(folder: Path) -> bool:
     except (ValueError, OSError):  # (a JSONDecodeError, a UnicodeDecodeError: ValueErrors)
         return False
     return isinstance(data, dict) and isinstance(data.get("live"), dict)
-
-
-def _check_provider(path: Path, provider: dict[str, Any]) -> None:
-    """A CliError naming the field of ``provider.json`` that is not as relaysim writes it (see
-    sims.report._provider_file): disclose reads each of them."""
-    from relaysim.sims.analysis.runfiles import finite_number
-
-    def bad(field: str, expected: str) -> NoReturn:
-        got = repr(provider[field])
-        raise CliError(f"{path}: {field}: expected {expected}, got {got[:60]}{'…' if len(got) > 60 else ''}")
-
-    if "profile" in provider and not isinstance(provider["profile"], str):
-        bad("profile", "a relay profile's name")
-    for field in ("clock_epoch", "run_ended"):
-        if field in provider and not finite_number(provider[field]):
-            bad(field, "Unix seconds (a number)")
-    geoip = provider.get("geoip", {})
-    if not isinstance(geoip, dict) or not all(isinstance(v, str) for v in geoip.values()):
-        bad("geoip", "an object of address → region")
-    keys = provider.get("content_keys", [])
-    if not isinstance(keys, list):
-        bad("content_keys", "a list of keys")
-    for k in keys:
-        try:
-            ok = (
-                isinstance(k["key_id"], str)
-                and isinstance(k["holder"], str)
-                and bool(bytes.fromhex(k["key"]))
-                and ("held_from" not in k or finite_number(k["held_from"]))
-            )
-        except (TypeError, KeyError, ValueError):
-            ok = False
-        if not ok:
-            bad(
-                "content_keys",
-                "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ..., and for a "
-                "mandated key 'held_from': Unix seconds})",
-            )
 
 
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)

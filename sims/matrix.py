@@ -221,7 +221,7 @@ def outcome_disagreement(disclosures: Path, cell: Cell, process: str, name: str 
 def _disclosure(folder: Path, process: str, name: str | None) -> tuple[Path, dict[str, Any]] | str:
     """The disclosure in ``folder`` named ``name`` (or, with no name, the one answering ``process``),
     as its path and record; or what keeps it from being read."""
-    from relaysim.sims.analysis.runfiles import loads, not_a_file
+    from relaysim.sims.analysis.runfiles import loads, not_a_file, not_json
 
     where = f"{folder.parent.name}/{folder.name}"
     paths = [folder / f"{name}.json"] if name is not None else sorted(folder.glob("*.json"))
@@ -235,7 +235,9 @@ def _disclosure(folder: Path, process: str, name: str | None) -> tuple[Path, dic
             record = loads(read_run_text(path))
         except FileNotFoundError:
             continue
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except ValueError as exc:  # (not JSON, not UTF-8: every reader's words for it)
+            return f", read off {where}/{path.name}: {not_json(path, exc)}"
+        except OSError as exc:
             return f": {where}/{path.name}, the disclosure it is read off, cannot be read ({brief(str(exc))})"
         if not isinstance(record, dict):
             return f": {where}/{path.name}, the disclosure it is read off, is not a JSON object"

@@ -65,9 +65,11 @@ from relaysim.sims.analysis.runfiles import (
     line_too_long,
     loads,
     not_a_file,
+    not_json,
     numbered_lines,
     open_run_file,
     plain_name_problem,
+    provider_problem,
     read_run_text,
     shell_word,
 )
@@ -576,17 +578,15 @@ def run_calendar(run: Path) -> tuple[float, bool]:
         return SIM_EPOCH, False
     try:
         data = loads(read_run_text(path))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:  # (not JSON, not UTF-8: every reader's words for it)
+        raise ValueError(f"{not_json(path, exc)}; {run_again(run)}") from None
+    except OSError as exc:
         raise ValueError(f"{path} cannot be read ({exc}); {run_again(run)}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    epoch = data.get("clock_epoch", SIM_EPOCH)
-    if not finite_number(epoch):  # (math.isfinite of an integer past a float's range: OverflowError)
-        got = repr(epoch)
-        raise ValueError(
-            f"{path}: clock_epoch: expected Unix seconds (a number), got {got[:60]}{'…' if len(got) > 60 else ''}"
-        )
-    return epoch, "profile_as_of" in data
+    # ({"x": 1} was read as an undated run, saying nothing; a profile_as_of of 5 as a dated one)
+    problem = provider_problem(data)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}; {run_again(run)}")
+    return data.get("clock_epoch", SIM_EPOCH), "profile_as_of" in data
 
 
 def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
@@ -805,12 +805,9 @@ def _read_json(path: Path, run: Path) -> Any:
     """``path``, a JSON file of the run in ``run``; RunFolderError saying what is wrong with it."""
     try:
         return loads(read_run_text(path))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): the run was "
-            f"cut short while writing it, or the file was damaged; {run_again(run)}"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (every reader's words: runfiles.not_json)
+        raise RunFolderError(f"{not_json(path, exc)}; {run_again(run)}") from exc
+    except OSError as exc:
         raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 

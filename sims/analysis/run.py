@@ -19,7 +19,15 @@ from relaysim.sims.analysis.attribution import Attribution, attribute_sealed
 from relaysim.sims.analysis.attribution import summary as attribution_summary
 from relaysim.sims.analysis.graph import ContactGraph, contact_graph
 from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
-from relaysim.sims.analysis.runfiles import MAX_SDA_TOP, brief, loads, read_run_text, run_subfolder_problem
+from relaysim.sims.analysis.runfiles import (
+    MAX_SDA_TOP,
+    brief,
+    loads,
+    not_json,
+    provider_problem,
+    read_run_text,
+    run_subfolder_problem,
+)
 from relaysim.sims.analysis.sda import CHECKPOINTS, SDA_TOP, SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
 from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
@@ -163,29 +171,24 @@ def analyze(
 
 def _provider(run: Path) -> dict[str, Any]:
     f = run / "provider.json"
-    if not f.exists():
+    if not f.exists():  # (a live run's folder: none written, the records read as recorded)
         return {}
     try:
         data = loads(read_run_text(f))
     except ValueError as exc:
-        raise AnalysisInputError(f"{f}: not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise AnalysisInputError(f"{f}: expected an object with 'profile' and 'geoip'")
+        raise AnalysisInputError(not_json(f, exc)) from None
+    problem = provider_problem(data)  # ({"x": 1} was read as a run with no profile, saying nothing)
+    if problem is not None:
+        raise AnalysisInputError(f"{f}: {problem}")
     return data
 
 
 def run_views(run: str | Path) -> dict[str, ProviderView]:
     """What the provider of a finished run holds, by name: ``relay`` (its database) and each disclosure."""
     out = Path(run)
-    provider = _provider(out)
+    provider = _provider(out)  # (its fields checked: runfiles.provider_problem)
     geoip = provider.get("geoip", {})
-    if not isinstance(geoip, dict):
-        raise AnalysisInputError(f"{out / 'provider.json'}: geoip: expected an object of address → region")
-    profile_name = provider.get("profile")
-    if profile_name is not None and not isinstance(profile_name, str):  # (read as recorded, saying nothing)
-        raise AnalysisInputError(
-            f"{out / 'provider.json'}: profile: expected a relay profile's name, got {brief(profile_name)}"
-        )
+    profile_name = provider.get("profile")  # (a name, or None: no provider.json)
     try:
         profile = get_profile(profile_name) if isinstance(profile_name, str) else None
     except ValueError as exc:
@@ -204,8 +207,6 @@ def as_seen_view(run: str | Path) -> ProviderView:
     GeoIP table: the input of ``relaysim analyze DIR --as-seen``."""
     out = Path(run)
     geoip = _provider(out).get("geoip", {})
-    if not isinstance(geoip, dict):
-        raise AnalysisInputError(f"{out / 'provider.json'}: geoip: expected an object of address → region")
     return from_relay_view(out / RELAY_VIEW_FILE, geoip=geoip)
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "loads",
     "not_a_file",
     "not_empty",
+    "not_json",
     "numbered_lines",
     "one_line",
     "open_run_file",
@@ -65,6 +66,7 @@ __all__ = [
     "out_folder",
     "own_file",
     "plain_name_problem",
+    "provider_problem",
     "read_run_file",
     "read_run_text",
     "run_folder",
@@ -87,6 +89,23 @@ def loads(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
     except ValueError as exc:  # an integer too long to convert
         raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
+
+
+def not_json(path: str | Path, exc: ValueError, writer: str = "the run") -> str:
+    """The one wording for a run's JSON file that is not JSON (``exc``: :func:`loads`'
+    JSONDecodeError, or :func:`read_run_text`'s UnicodeDecodeError), said alike by every reader of it:
+    a disclosure not JSON was "is not valid JSON (…): the run was cut short…" to the demo's comparison,
+    "cannot be read (…)" to the report and "cannot read it as a disclosure (JSON): …" to analyze.
+    ``writer``: what writes the file (``relaysim analyze`` for its pages). The caller adds its advice."""
+    if isinstance(exc, json.JSONDecodeError):
+        why = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    elif isinstance(exc, UnicodeDecodeError):
+        why = f"not UTF-8 text: byte {exc.start} is no character's"
+    else:
+        why = str(exc)
+    return (
+        f"{path} is not valid JSON ({why}): {writer} was cut short while writing it, or the file was damaged"
+    )
 
 
 # The one rule for showing a value in an error is relay.wire.quoted's (docs/protocol.md, Errors); this
@@ -178,6 +197,63 @@ def finite_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int past 1.8e308
         return False
+
+
+def provider_problem(provider: object) -> str | None:
+    """What keeps ``provider``, a run's ``provider.json`` read back, from being one as ``relaysim run``
+    writes it (sims.report._provider_file), said alike by every reader (analyze, report, disclose):
+    ``expected a JSON object, got list``, or ``FIELD: expected …, got …`` for its first field that is
+    missing or of the wrong type; None if there is none. ``profile`` is in every one relaysim writes
+    (a file without it was read as a run with no profile: its records as recorded, saying nothing);
+    ``clock_epoch`` (SIM_EPOCH), ``run_ended``, ``profile_as_of`` (an undated run), ``content_keys``
+    and ``geoip`` (none) may be left out, as a run before its calendar (clock_epoch) wrote them. A
+    folder without provider.json at all (a live run's) is the reader's to say."""
+    if not isinstance(provider, dict):
+        return f"expected a JSON object, got {type(provider).__name__}"
+
+    def bad(field: str, expected: str) -> str:
+        return f"{field}: expected {expected}, got {brief(provider[field])}"
+
+    if "profile" not in provider:
+        return (
+            "profile: expected the name of the relay profile the run used, got nothing (the field is "
+            "missing; every provider.json relaysim run writes names it)"
+        )
+    if not isinstance(provider["profile"], str):
+        return bad("profile", "a relay profile's name")
+    for field in ("clock_epoch", "run_ended"):
+        if field in provider and not finite_number(provider[field]):
+            return bad(field, "Unix seconds (a number)")
+    if "profile_as_of" in provider:
+        import datetime
+
+        try:
+            datetime.date.fromisoformat(provider["profile_as_of"])
+        except (TypeError, ValueError):
+            return bad("profile_as_of", "a date like 2016-05-01")
+    geoip = provider.get("geoip", {})
+    if not isinstance(geoip, dict) or not all(isinstance(v, str) for v in geoip.values()):
+        return bad("geoip", "an object of address → region")
+    keys = provider.get("content_keys", [])
+    if not isinstance(keys, list):
+        return bad("content_keys", "a list of keys")
+    for k in keys:
+        try:
+            ok = (
+                isinstance(k["key_id"], str)
+                and isinstance(k["holder"], str)
+                and bool(bytes.fromhex(k["key"]))
+                and ("held_from" not in k or finite_number(k["held_from"]))
+            )
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            return bad(
+                "content_keys",
+                "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ..., and for a "
+                "mandated key 'held_from': Unix seconds})",
+            )
+    return None
 
 
 def own_file(run: Path, *parts: str) -> Path:

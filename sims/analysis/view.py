@@ -33,6 +33,7 @@ from relaysim.sims.analysis.runfiles import (
     line_too_long,
     loads,
     not_a_file,
+    not_json,
     numbered_lines,
     open_run_file,
     read_run_text,
@@ -414,7 +415,9 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
     if data is None:
         try:
             data = loads(read_run_text(p))
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # (not JSON, not UTF-8: every reader's words for it)
+            raise AnalysisInputError(not_json(p, exc)) from None
+        except OSError as exc:
             raise AnalysisInputError(f"{p}: cannot read it as a disclosure (JSON): {exc}") from None
     if not isinstance(data, Mapping):
         raise AnalysisInputError(f"{p}: expected a disclosure (a JSON object), got {type(data).__name__}")

@@ -37,6 +37,7 @@ from relaysim.sims.analysis.runfiles import (
     broken_link,
     finite_number,
     loads,
+    not_json,
     own_file,
     plain_name_problem,
     read_run_text,
@@ -98,10 +99,11 @@ def _clock(t: float, days: bool) -> str:
     return f"day {day + 1} {hms}" if days or day else hms
 
 
-def _load(path: Path, run: Path | None = None, again: str | None = None) -> Any:
+def _load(path: Path, run: Path | None = None, again: str | None = None, writer: str = "the run") -> Any:
     """``path``, a JSON file of the run in ``run`` (by default the folder ``path`` is in); ReportError
-    naming it otherwise, saying how to write it again (``again``: relaysim analyze for its pages; by
-    default the command that makes the run, sims.report.run_again)."""
+    naming it otherwise, in the words every reader of a run's JSON gives (runfiles.not_json), saying
+    how to write it again (``again``: relaysim analyze for its pages, ``writer``; by default the
+    command that makes the run, sims.report.run_again)."""
     try:
         return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -109,9 +111,12 @@ def _load(path: Path, run: Path | None = None, again: str | None = None) -> Any:
             from relaysim.sims.report import run_again
 
             again = run_again(path.parent if run is None else run)
-        raise ReportError(
-            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); {again}"
-        ) from None
+        said = (
+            not_json(path, exc, writer)
+            if isinstance(exc, ValueError)
+            else f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc})"
+        )
+        raise ReportError(f"{said}; {again}") from None
 
 
 def _again(run: Path) -> str:
@@ -493,6 +498,12 @@ def _subfolder(run: Path, name: str) -> Path:
 
 
 def _orders(run: Path, days: bool) -> str:
+    from relaysim.sims.report import run_calendar
+
+    try:  # (read whether or not an order was served: a broken provider.json is said, not passed over)
+        calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     files = sorted(_subfolder(run, "disclosures").glob("*.json"))
     if not files:
         return "<p>No legal order was served in this run.</p>"
@@ -504,12 +515,6 @@ def _orders(run: Path, days: bool) -> str:
         if problem is not None:
             raise ReportError(f"{f}: {problem}{_again(run)}")
     orders.sort(key=lambda fd: (fd[1].get("served") if finite_number(fd[1].get("served")) else 0, fd[0].name))
-    from relaysim.sims.report import run_calendar
-
-    try:
-        calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
-    except ValueError as exc:
-        raise ReportError(str(exc)) from None
     parts = []
     for f, d in orders:
         try:
@@ -537,13 +542,16 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     if folder.is_dir() and any(folder.glob("*.json")):
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
-        pages = {f.stem: _load(f, run, again) for f in sorted(folder.glob("*.json"))}
+        pages = {f.stem: _load(f, run, again, "relaysim analyze") for f in sorted(folder.glob("*.json"))}
         for stem, page in pages.items():  # (a list: "holds a page … (AttributeError(…))", no file named)
             if not isinstance(page, dict):
                 raise ReportError(
                     f"{folder / (stem + '.json')}: expected an analysis page (a JSON object), got "
                     f"{type(page).__name__}; {again}"
                 )
+            problem = _page_problem(page)
+            if problem is not None:  # ({"x": 1} was drawn as a contact graph of no edges, saying nothing)
+                raise ReportError(f"{folder / (stem + '.json')}: {problem}; {again}")
         _directory_since(run, folder, pages)
         return pages
     from relaysim.sims.analysis.view import AnalysisInputError
@@ -557,6 +565,50 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     except AnalysisInputError as exc:
         raise ReportError(f"{exc}{_again(run)}") from None
     return {name: as_written(data) for name, (_a, data) in computed.items()}
+
+
+def _page_problem(page: dict[str, Any]) -> str | None:
+    """What keeps ``page``, an ``analysis/NAME.json`` read back, from being one as relaysim analyze
+    writes it (sims.analysis_scoring.compute_analyses), in the fields the report reads of it (the
+    contact graph and its score), as ``field: expected …, got …``; None if nothing does."""
+
+    def got(data: dict[str, Any], key: str) -> str:
+        return brief(data[key]) if key in data else "nothing (the field is missing)"
+
+    analysis = page.get("analysis")
+    if not isinstance(analysis, dict):
+        return f"analysis: expected the analysis (an object), got {got(page, 'analysis')}"
+    graph = analysis.get("contact_graph")
+    if not isinstance(graph, dict):
+        return f"analysis.contact_graph: expected the contact graph (an object), got {got(analysis, 'contact_graph')}"
+    edges = graph.get("edge_list")
+    if not isinstance(edges, list):
+        return f"analysis.contact_graph.edge_list: expected a list of edges, got {got(graph, 'edge_list')}"
+    for i, e in enumerate(edges):
+        between = e.get("between") if isinstance(e, dict) else None
+        if not (isinstance(between, list) and len(between) == 2 and all(isinstance(a, str) for a in between)):
+            odd = f"between: {got(e, 'between')}" if isinstance(e, dict) else brief(e)
+            return (
+                f"analysis.contact_graph.edge_list[{i}]: expected an edge (an object whose 'between' is "
+                f"its two accounts' names), got {odd}"
+            )
+    score = page.get("score")  # (none without the run's transcript to score against)
+    if score is None:
+        return None
+    if not isinstance(score, dict):
+        return f"score: expected the scores (an object) or null, got {brief(score)}"
+    graded = score.get("contact_graph")
+    if not isinstance(graded, dict):
+        return f"score.contact_graph: expected the contact graph's score (an object), got {got(score, 'contact_graph')}"
+    for key in ("true_pairs", "inferred_pairs", "correct"):
+        v = graded.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"score.contact_graph.{key}: expected a count, got {got(graded, key)}"
+    for key in ("precision", "recall"):  # (null where there is nothing to divide by)
+        v = graded.get(key)
+        if v is not None and not (finite_number(v) and 0 <= v <= 1):
+            return f"score.contact_graph.{key}: expected a fraction from 0 to 1 or null, got {brief(v)}"
+    return None
 
 
 def _directory_since(run: Path, folder: Path, pages: dict[str, Any]) -> None:

@@ -1703,6 +1703,89 @@ def test_a_store_with_only_some_of_the_relay_s_tables_is_refused_in_one_wording_
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
+def test_a_relay_db_that_is_no_sqlite_database_is_refused_in_one_wording_by_every_reader(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relay.db that is a text file: analyze and report said sqlite3's words, "cannot read it as a
+    relay store (file is not a database)", disclose "cannot open it as a relay store: file is not a
+    database". One wording now, the Store's for such a file, after the file's name and with a run's
+    reader's advice; one the command does not read (in a subfolder) is warned of, as a store of
+    another schema there is."""
+    out = tmp_path / "text"
+    shutil.copytree(tf_run, out)
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    (out / "relay.db").write_text("not a database\n" * 100, encoding="utf-8")
+    said = {err.split(f"{out / 'relay.db'}: ", 1)[-1] for err in _every_reader_refuses(out, capsys)}
+    assert said == {
+        "not a SQLite database (its first bytes are not SQLite's header), not a relay store; give the "
+        "relay.db a run wrote (in its --out folder), or run the scenario again (the file is left as it is)\n"
+    }, said
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    # a copy in a subfolder, which analyze and report do not read: a warning naming it
+    shutil.rmtree(out)
+    shutil.copytree(tf_run, out)
+    (out / "old").mkdir()
+    (out / "old" / "relay.db").write_text("not a database\n", encoding="utf-8")
+    for command in ("analyze", "report"):
+        assert main([command, str(out)]) == 0, command
+        err = capsys.readouterr().err
+        assert (
+            f"relaysim {command}: warning: {out / 'old' / 'relay.db'}: not a SQLite database (its first "
+            f"bytes are not SQLite's header), not a relay store ({command} does not read it)\n"
+        ) == err, err
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("[1]", "expected a JSON object, got list"),
+        ('"keep-everything"', "expected a JSON object, got str"),
+        ("{}", "profile: expected the name of the relay profile the run used, got nothing"),
+        ('{"x": 1}', "profile: expected the name of the relay profile the run used, got nothing"),
+        ('{"profile": 5}', "profile: expected a relay profile's name, got 5"),
+        (
+            '{"profile": "signal", "clock_epoch": "soon"}',
+            "clock_epoch: expected Unix seconds (a number), got 'soon'",
+        ),
+        ('{"profile": "signal", "run_ended": "x"}', "run_ended: expected Unix seconds (a number), got 'x'"),
+        (
+            '{"profile": "signal", "profile_as_of": 5}',
+            "profile_as_of: expected a date like 2016-05-01, got 5",
+        ),
+        ('{"profile": "signal", "geoip": [1]}', "geoip: expected an object of address → region, got [1]"),
+        (
+            '{"profile": "signal", "geoip": {"a": 5}}',
+            "geoip: expected an object of address → region, got {'a': 5}",
+        ),
+        ('{"profile": "signal", "content_keys": 5}', "content_keys: expected a list of keys, got 5"),
+        (
+            '{"profile": "signal", "content_keys": [{"key_id": "k"}]}',
+            "content_keys: expected keys as relaysim",
+        ),
+    ],
+)
+def test_a_provider_json_of_the_wrong_shape_is_refused_in_one_wording_by_every_reader(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, said: str
+) -> None:
+    """provider.json as relaysim run writes it names the relay profile, the clock, the keys and the
+    GeoIP table (sims.report._provider_file). One that was not an object was "expected an object with
+    'profile' and 'geoip'" to report and "expected a JSON object, got list" to analyze; one without
+    a profile ({"x": 1}) was read by all three as a run with no profile (the records as recorded,
+    an undated calendar), exit 0; a GeoIP region, a key, run_ended or profile_as_of of the wrong type
+    was refused by disclose alone, and read by analyze and report (a profile_as_of of 5: a dated run).
+    Every reader refuses each now, naming the file and the field, in the same words
+    (sims.analysis.runfiles.provider_problem), and the command that writes it (disclose named none)."""
+    out = tmp_path / "provider"
+    shutil.copytree(tf_run, out)
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    (out / "provider.json").write_text(content, encoding="utf-8")
+    for err in _every_reader_refuses(out, capsys):
+        assert f"{out / 'provider.json'}: {said}" in err, err
+        # and the command that writes it (disclose: or --profile, with the file moved aside)
+        assert f"run it again with: relaysim run two-friends --out {out} --force" in err, err
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+
+
 @pytest.mark.parametrize(
     "where", ["counterfactual", "counterfactual/signal", "signal/counterfactual/signal", "old copy"]
 )

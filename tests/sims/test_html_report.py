@@ -11,6 +11,7 @@ import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -393,6 +394,69 @@ def test_an_analysis_page_that_is_no_object_is_named(run: Path, tmp_path: Path) 
         f"{folder / 'analysis' / 'relay.json'}: expected an analysis page (a JSON object), got list; "
         f"write it again with: relaysim analyze {folder}"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            lambda p: {"x": 1},
+            "analysis: expected the analysis (an object), got nothing (the field is missing)",
+        ),
+        (
+            lambda p: {**p, "analysis": {**p["analysis"], "contact_graph": [1]}},
+            "analysis.contact_graph: expected the contact graph (an object), got [1]",
+        ),
+        (
+            lambda p: {**p, "analysis": {**p["analysis"], "contact_graph": {}}},
+            "analysis.contact_graph.edge_list: expected a list of edges, got nothing (the field is missing)",
+        ),
+        (
+            lambda p: {
+                **p,
+                "analysis": {**p["analysis"], "contact_graph": {"edge_list": [{"between": ["a"]}]}},
+            },
+            "analysis.contact_graph.edge_list[0]: expected an edge (an object whose 'between' is its two "
+            "accounts' names), got between: ['a']",
+        ),
+        (lambda p: {**p, "score": 5}, "score: expected the scores (an object) or null, got 5"),
+        (
+            lambda p: {
+                **p,
+                "score": {**p["score"], "contact_graph": {**p["score"]["contact_graph"], "correct": "3"}},
+            },
+            "score.contact_graph.correct: expected a count, got '3'",
+        ),
+        (
+            lambda p: {
+                **p,
+                "score": {**p["score"], "contact_graph": {**p["score"]["contact_graph"], "recall": 7}},
+            },
+            "score.contact_graph.recall: expected a fraction from 0 to 1 or null, got 7",
+        ),
+    ],
+)
+def test_an_analysis_page_without_the_fields_report_reads_is_named(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, field: str
+) -> None:
+    """An analysis/NAME.json of another shape ({"x": 1}) was read as a contact graph of no edges and
+    no scores, and the report written (exit 0): it is refused, naming the file and the field, with the
+    command that writes the page again."""
+    folder = tmp_path / "copy"
+    shutil.copytree(run, folder)
+    assert main(["analyze", str(folder)]) == 0
+    page = folder / "analysis" / "relay.json"
+    page.write_text(json.dumps(change(json.loads(page.read_text(encoding="utf-8")))), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"relaysim report: {page}: {field}; write it again with: relaysim analyze {folder}\n"
+    )
+    page.write_text(
+        json.dumps({**json.loads(page.read_text(encoding="utf-8")), "score": None}), encoding="utf-8"
+    )
+    if field.startswith("score"):  # (a page without scores, of a run without its transcript: read)
+        assert main(["report", str(folder)]) == 0
 
 
 def test_run_report_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
