@@ -599,7 +599,7 @@ def _disclose(args: argparse.Namespace) -> int:
             raise CliError(
                 f"--profile {brief(args.profile)}: {exc} (the run's day, from {provider_file})"
             ) from None
-        raise CliError(f"{provider_file}: {exc}") from None
+        raise CliError(f"{provider_file}: profile: {exc}; {advice()}") from None  # (analyze's words)
     if not provider_file.exists():
         print(
             f"relaysim disclose: warning: no {provider_file} beside the database: times are read from the "

@@ -1786,6 +1786,25 @@ def test_a_provider_json_of_the_wrong_shape_is_refused_in_one_wording_by_every_r
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
 
 
+def test_a_provider_json_naming_no_known_profile_is_said_alike_by_analyze_and_disclose(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """analyze said "provider.json: profile: unknown relay profile 'nope'", disclose the same without the
+    field's name and without the command that writes the file."""
+    out = tmp_path / "nope"
+    shutil.copytree(tf_run, out)
+    shutil.rmtree(out / "analysis", ignore_errors=True)
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    (out / "provider.json").write_text(json.dumps({**provider, "profile": "nope"}), encoding="utf-8")
+    said = f"{out / 'provider.json'}: profile: unknown relay profile 'nope'"
+    assert main(["analyze", str(out)]) == 2
+    assert said in capsys.readouterr().err
+    argv = ["disclose", "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and f"run it again with: relaysim run two-friends --out {out} --force" in err, err
+
+
 @pytest.mark.parametrize(
     "where", ["counterfactual", "counterfactual/signal", "signal/counterfactual/signal", "old copy"]
 )
