@@ -521,7 +521,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
     from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, with_article
-    from relaysim.relay.profiles import NOT_ON_THE_RELAY, profile_as_of
+    from relaysim.relay.profiles import NOT_ON_THE_RELAY, PROFILES, profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads, not_json, provider_problem
     from relaysim.sims.report import disclosure_json, run_again, sim_clock
@@ -599,7 +599,9 @@ def _disclose(args: argparse.Namespace) -> int:
             raise CliError(
                 f"--profile {brief(args.profile)}: {exc} (the run's day, from {provider_file})"
             ) from None
-        raise CliError(f"{provider_file}: profile: {exc}; {advice()}") from None  # (analyze's words)
+        # (analyze's words; a profile no relaysim has: the file is not one a run wrote)
+        unknown = recorded not in PROFILES
+        raise CliError(f"{provider_file}: profile: {exc}" + (f"; {advice()}" if unknown else "")) from None
     if not provider_file.exists():
         print(
             f"relaysim disclose: warning: no {provider_file} beside the database: times are read from the "
