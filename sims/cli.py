@@ -520,7 +520,7 @@ def _disclose(args: argparse.Namespace) -> int:
     import json
     import sqlite3
     import tempfile
-    from datetime import date
+    from datetime import UTC, date, datetime
 
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
@@ -572,9 +572,10 @@ def _disclose(args: argparse.Namespace) -> int:
         if _live_run(db.parent):
             raise CliError(
                 f"no --profile, and no {provider_file} to say which profile the run used: {db.parent} holds a "
-                "live run (relaysim run --live), which writes none; the orders its timeline served are "
-                f"answered in {db.parent / 'disclosures'}; to serve another, give --profile (the scenario's "
-                "[relay] profile: keep-everything where it names none)"
+                "live run (relaysim run --live) made before live runs wrote one; the orders its timeline served "
+                f"are answered in {db.parent / 'disclosures'}; to serve another, give --profile (the scenario's "
+                "[relay] profile: keep-everything where it names none), or run the scenario live again to read "
+                "its times on the run's clock"
             )
         raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
     as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then
@@ -595,7 +596,18 @@ def _disclose(args: argparse.Namespace) -> int:
                 f"--profile {brief(args.profile)}: {exc} (the run's day, from {provider_file})"
             ) from None
         raise CliError(f"{provider_file}: {exc}") from None
-    if not provider_file.exists():
+    # an older live run's relay.db, with no provider.json: its relay kept the wall clock, the run's start and
+    # time scale unknown; its times are shown as the wall clock's dates, not as a day of a run (day 339 01:31:55)
+    wall_clock = not provider_file.exists() and _live_run(db.parent)
+    if wall_clock:
+        print(
+            f"relaysim disclose: warning: no {provider_file} beside the database: {db.parent} holds a live run "
+            "made before live runs wrote one; its relay kept the wall clock, and the run's start and time scale "
+            "are unknown: times are shown as the relay's wall clock (UTC), and --from, --to and --at are read "
+            "from the simulator's own start; addresses have no region, and keys the provider held are unknown",
+            file=sys.stderr,
+        )
+    elif not provider_file.exists():
         print(
             f"relaysim disclose: warning: no {provider_file} beside the database: times are read from the "
             "simulator's own start (no calendar date), addresses have no region, and keys the provider held "
@@ -615,6 +627,18 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{with_article(args.process)} names the account it is served on: give --target ACCOUNT"
         )
     epoch = float(provider.get("clock_epoch", SIM_EPOCH))
+    # A live run's relay kept the wall clock, the scenario's time scaled (sims.live: provider.json's
+    # time_scale, and scenario_epoch, the run's own clock at t = 0); a simulated run's relay clock is the run's.
+    scale = float(provider.get("time_scale", 1.0))
+    run_epoch = float(provider.get("scenario_epoch", epoch))
+
+    def on_run_clock(t: float) -> float:
+        """The relay's time ``t`` on the run's own clock (the transcript's, the scenario's)."""
+        if "time_scale" not in provider:
+            return t
+        from relaysim.sims.live import relay_to_run
+
+        return run_epoch + relay_to_run(t, epoch, scale)
 
     def when(option: str, value: str | None) -> float | None:
         if value is None:
@@ -634,7 +658,7 @@ def _disclose(args: argparse.Namespace) -> int:
                 f'{option} {brief(value)}: expected a time of at most "365d" ({MAX_DURATION:g} s, the longest '
                 "run) since the start of the run"
             )
-        return epoch + seconds
+        return epoch + seconds * scale
 
     start, end, at = when("--from", args.start), when("--to", args.end), when("--at", args.at)
     if start is not None and end is not None and end <= start:
@@ -706,6 +730,8 @@ def _disclose(args: argparse.Namespace) -> int:
                 geoip=provider.get("geoip", {}),
                 # a dated run: the order is answered under the policy of the day it is served
                 policy_on=None if day is None else lambda on: profile_as_of(profile.name, day, served=on),
+                # the run's calendar day at a relay time (a live relay's clock is the wall clock)
+                day_of=lambda t: datetime.fromtimestamp(on_run_clock(t), UTC).date(),
             )
             for key, since in held:
                 if since is not None and since <= served:  # mandated before the order: held, as in the run
@@ -723,7 +749,14 @@ def _disclose(args: argparse.Namespace) -> int:
     else:
         # the terminal's copy shows the scenario's words, never runs them (sims.term.printable); the
         # --json file keeps them as written
-        print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
+        print(
+            printable(
+                disclosure.to_markdown(
+                    lambda t: sim_clock(on_run_clock(t), run_epoch, day is not None or wall_clock)
+                )
+            ),
+            end="",
+        )
         if args.json:
             try:
                 write_whole(args.json, data)
@@ -742,8 +775,9 @@ def _disclose(args: argparse.Namespace) -> int:
 
 
 def _live_run(folder: Path) -> bool:
-    """Whether ``folder`` holds a live run's summary.json (its ``live`` table): a live run writes no
-    provider.json. An unreadable summary is no live run's here: the error names provider.json."""
+    """Whether ``folder`` holds a live run's summary.json (its ``live`` table): a live run made before
+    live runs wrote provider.json has none. An unreadable summary is no live run's here: the error names
+    provider.json."""
     summary = folder / "summary.json"
     if not_a_file(summary) is not None:
         return False
@@ -767,9 +801,12 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
 
     if "profile" in provider and not isinstance(provider["profile"], str):
         bad("profile", "a relay profile's name")
-    for field in ("clock_epoch", "run_ended"):
+    for field in ("clock_epoch", "run_ended", "scenario_epoch"):
         if field in provider and not finite_number(provider[field]):
             bad(field, "Unix seconds (a number)")
+    scale = provider.get("time_scale", 1.0)  # a live run's (sims.live)
+    if not finite_number(scale) or scale <= 0:
+        bad("time_scale", "real seconds per simulated second (a positive number)")
     geoip = provider.get("geoip", {})
     if not isinstance(geoip, dict) or not all(isinstance(v, str) for v in geoip.values()):
         bad("geoip", "an object of address → region")
