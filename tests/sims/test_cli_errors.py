@@ -720,6 +720,25 @@ def test_disclose_on_a_live_runs_database_says_a_live_run_writes_no_provider_fil
     assert "live run" not in runs["lost"].stderr, runs["lost"].stderr
 
 
+def test_disclose_with_profile_on_an_older_live_runs_database_shows_the_relays_wall_clock(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """A live run made before live runs wrote provider.json: its relay kept the wall clock, and the run's
+    start and time scale are unknown. disclose --profile read its times against the simulator's own start
+    ("Served at: day 339 01:31:55", a day of no run); it shows them as the relay's wall clock, dated, and
+    says why."""
+    summary = json.loads((tf_run / "summary.json").read_text(encoding="utf-8"))
+    run = _part_of(tf_run, tmp_path / "live", "relay.db")
+    (run / "summary.json").write_text(json.dumps(summary | {"live": {"time_scale": 0.001}}), encoding="utf-8")
+    argv = ["disclose", "--db", str(run / "relay.db"), "--process", "search_warrant", "--target", "amira"]
+    res = cli(*argv, "--profile", "keep-everything")
+    assert res.returncode == 0, res.stderr
+    assert "made before live runs wrote one" in res.stderr and "wall clock (UTC)" in res.stderr, res.stderr
+    # served at the last moment the store knows of (here 4h into a simulated run's day: its last message)
+    assert "Served at:** 2026-01-01 04:00:00 UTC" in res.stdout, res.stdout
+    assert "day " not in res.stdout, res.stdout
+
+
 def _disclose_json(run: Path, json_to: Path | str) -> list[str]:
     return [
         "disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira",
