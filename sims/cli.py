@@ -528,7 +528,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.profiles import profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads
-    from relaysim.sims.report import disclosure_json, sim_clock
+    from relaysim.sims.report import disclosure_json, relay_clock, sim_clock
     from relaysim.sims.scenario import MAX_DURATION, parse_duration
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
@@ -631,14 +631,7 @@ def _disclose(args: argparse.Namespace) -> int:
     # time_scale, and scenario_epoch, the run's own clock at t = 0); a simulated run's relay clock is the run's.
     scale = float(provider.get("time_scale", 1.0))
     run_epoch = float(provider.get("scenario_epoch", epoch))
-
-    def on_run_clock(t: float) -> float:
-        """The relay's time ``t`` on the run's own clock (the transcript's, the scenario's)."""
-        if "time_scale" not in provider:
-            return t
-        from relaysim.sims.live import relay_to_run
-
-        return run_epoch + relay_to_run(t, epoch, scale)
+    on_run_clock = relay_clock(provider)
 
     def when(option: str, value: str | None) -> float | None:
         if value is None:
@@ -873,7 +866,7 @@ def _latest_time(store: Any, default: float) -> float:
 def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import write_analysis
-    from relaysim.sims.report import run_calendar, sim_clock
+    from relaysim.sims.report import run_calendar, run_relay_clock, sim_clock
 
     out = Path(args.dir)
     # (a link there in a loop was said in the system's words, "Too many levels of symbolic links"; a
@@ -907,6 +900,7 @@ def _analyze(args: argparse.Namespace) -> int:
     transcript = out / "transcript.jsonl"
     try:
         epoch, dated = run_calendar(out)
+        on_run_clock = run_relay_clock(out)  # (a live run's relay kept the wall clock: provider.json)
         truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
         # what analyze reads, from files of the same run? (a summary.json there that cannot be read is
         # refused before anything is written: the check was skipped, saying nothing)
@@ -914,7 +908,7 @@ def _analyze(args: argparse.Namespace) -> int:
         with _run_folder_warnings("analyze"):
             lines = write_analysis(
                 out,
-                lambda t: sim_clock(t, epoch, dated),
+                lambda t: sim_clock(on_run_clock(t), epoch, dated),
                 as_seen=args.as_seen,
                 truth=truth,
                 sda_top=args.sda_top,
@@ -1324,7 +1318,8 @@ def build_parser() -> argparse.ArgumentParser:
             "capability, or cryptographically impossible), "
             "all read from the relay's own store. The run's relay.db is not modified (the desk works on a "
             "copy). The profile, the provider's content keys and its GeoIP table come from provider.json "
-            "beside relay.db. Times are simulated time since the start of the run, like the scenario's. "
+            "beside relay.db. Times are simulated time since the start of the run, like the scenario's (a live "
+            "run's too: its provider.json says how its relay's clock, the wall clock, reads on the run's). "
             "Forward-looking orders (a pen register order, a wiretap order and the like) collect only from service on: "
             "served on a finished run they collect nothing, so put them in the scenario's timeline instead.\n\n"
             "processes:\n" + "\n".join(f"  {k:<18} {v}" for k, v in PROCESSES.items())

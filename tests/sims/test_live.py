@@ -276,6 +276,11 @@ def test_disclose_on_a_live_runs_database_dates_its_records_on_the_runs_clock(
     # the JSON keeps the relay's own clock, as the run's disclosures/ do
     data = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
     assert data["served"] == pytest.approx(provider["clock_epoch"] + at * TIME_SCALE)
+    # the report's orders read the same clock: served when the timeline served them (it showed the real
+    # seconds since the start, "Served at 00:00:01", the time scale left out)
+    assert relaysim(["report", str(out)]) == 0
+    served = re.findall(r"Served at ([^<]*) on the", (out / "report.html").read_text(encoding="utf-8"))
+    assert sorted(served) == ["01:30:00", "04:30:00"], served  # two-friends' pen register, search warrant
 
 
 def test_relaysim_run_live_refuses_a_bad_time_scale(

@@ -1349,6 +1349,42 @@ def test_a_clock_epoch_too_large_for_a_number_is_named(
     assert len(capsys.readouterr().err) < 300
 
 
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        (
+            "time_scale",
+            0,
+            "time_scale: expected real seconds per simulated second (a positive number), got 0",
+        ),
+        ("time_scale", "fast", "time_scale: expected real seconds per simulated second"),
+        ("scenario_epoch", 10**400, "scenario_epoch: expected Unix seconds (a number), got 1000"),
+    ],
+    ids=["time_scale-0", "time_scale-a-word", "scenario_epoch-past-a-float"],
+)
+def test_a_live_runs_relay_clock_that_cannot_be_read_is_named(
+    tmp_path: Path,
+    tf_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    field: str,
+    value: object,
+    said: str,
+) -> None:
+    """A live run's provider.json says how its relay's clock (the wall clock) reads on the run's
+    (time_scale, scenario_epoch: sims.report.relay_clock); analyze and report name the field of one they
+    cannot read, as disclose does, not a ZeroDivisionError or a TypeError."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(
+        json.dumps(provider | {"time_scale": 0.5, "scenario_epoch": provider["clock_epoch"], field: value}),
+        encoding="utf-8",
+    )
+    refused(capsys, [command, str(run)], f"provider.json: {said}")
+
+
 # --- the readers a Python caller calls: a FIFO, socket or device in a run's folder ------------------
 
 
