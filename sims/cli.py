@@ -603,8 +603,8 @@ def _disclose(args: argparse.Namespace) -> int:
         print(
             f"relaysim disclose: warning: no {provider_file} beside the database: {db.parent} holds a live run "
             "made before live runs wrote one; its relay kept the wall clock, and the run's start and time scale "
-            "are unknown: times are shown as the relay's wall clock (UTC), and --from, --to and --at are read "
-            "from the simulator's own start; addresses have no region, and keys the provider held are unknown",
+            "are unknown: times are shown as the relay's wall clock (UTC); addresses have no region, and keys "
+            "the provider held are unknown; run the scenario live again to read its times on the run's clock",
             file=sys.stderr,
         )
     elif not provider_file.exists():
@@ -636,6 +636,14 @@ def _disclose(args: argparse.Namespace) -> int:
     def when(option: str, value: str | None) -> float | None:
         if value is None:
             return None
+        if wall_clock:  # (read from the simulator's own start, a day of no live run: "Nothing.")
+            raise CliError(
+                f"{option} {brief(value)}: {db.parent} holds a live run made before live runs wrote "
+                "provider.json: when the run started on its relay's clock (the wall clock) is unknown, so no "
+                f"time since the start of the run can be read on it; leave out {option} (the order is then "
+                "served at the last moment the store knows of, and covers all of it), or run the scenario "
+                "live again"
+            )
         try:
             number: float | None = float(value)  # bare seconds, as a scenario's numbers are
         except ValueError:
