@@ -516,7 +516,7 @@ def _disclose(args: argparse.Namespace) -> int:
     import json
     import sqlite3
     import tempfile
-    from datetime import date
+    from datetime import UTC, date, datetime
 
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
@@ -524,7 +524,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.profiles import NOT_ON_THE_RELAY, PROFILES, profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
     from relaysim.sims.analysis.runfiles import loads, not_json, provider_problem
-    from relaysim.sims.report import disclosure_json, run_again, sim_clock
+    from relaysim.sims.report import disclosure_json, relay_clock, run_again, sim_clock
     from relaysim.sims.scenario import MAX_DURATION, parse_duration
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
@@ -582,9 +582,10 @@ def _disclose(args: argparse.Namespace) -> int:
         if _live_run(db.parent):
             raise CliError(
                 f"no --profile, and no {provider_file} to say which profile the run used: {db.parent} holds a "
-                "live run (relaysim run --live), which writes none; the orders its timeline served are "
-                f"answered in {db.parent / 'disclosures'}; to serve another, give --profile (the scenario's "
-                "[relay] profile: keep-everything where it names none)"
+                "live run (relaysim run --live) made before live runs wrote one; the orders its timeline served "
+                f"are answered in {db.parent / 'disclosures'}; to serve another, give --profile (the scenario's "
+                "[relay] profile: keep-everything where it names none), or run the scenario live again to read "
+                "its times on the run's clock"
             )
         raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
     as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then (a date: checked)
@@ -602,7 +603,18 @@ def _disclose(args: argparse.Namespace) -> int:
         # (analyze's words; a profile no relaysim has: the file is not one a run wrote)
         unknown = recorded not in PROFILES
         raise CliError(f"{provider_file}: profile: {exc}" + (f"; {advice()}" if unknown else "")) from None
-    if not provider_file.exists():
+    # an older live run's relay.db, with no provider.json: its relay kept the wall clock, the run's start and
+    # time scale unknown; its times are shown as the wall clock's dates, not as a day of a run (day 339 01:31:55)
+    wall_clock = not provider_file.exists() and _live_run(db.parent)
+    if wall_clock:
+        print(
+            f"relaysim disclose: warning: no {provider_file} beside the database: {db.parent} holds a live run "
+            "made before live runs wrote one; its relay kept the wall clock, and the run's start and time scale "
+            "are unknown: times are shown as the relay's wall clock (UTC); addresses have no region, and keys "
+            "the provider held are unknown; run the scenario live again to read its times on the run's clock",
+            file=sys.stderr,
+        )
+    elif not provider_file.exists():
         print(
             f"relaysim disclose: warning: no {provider_file} beside the database: times are read from the "
             "simulator's own start (no calendar date), addresses have no region, and keys the provider held "
@@ -622,10 +634,23 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{with_article(args.process)} names the account it is served on: give --target ACCOUNT"
         )
     epoch = float(provider.get("clock_epoch", SIM_EPOCH))
+    # A live run's relay kept the wall clock, the scenario's time scaled (sims.live: provider.json's
+    # time_scale, and scenario_epoch, the run's own clock at t = 0); a simulated run's relay clock is the run's.
+    scale = float(provider.get("time_scale", 1.0))
+    run_epoch = float(provider.get("scenario_epoch", epoch))
+    on_run_clock = relay_clock(provider)
 
     def when(option: str, value: str | None) -> float | None:
         if value is None:
             return None
+        if wall_clock:  # (read from the simulator's own start, a day of no live run: "Nothing.")
+            raise CliError(
+                f"{option} {brief(value)}: {db.parent} holds a live run made before live runs wrote "
+                "provider.json: when the run started on its relay's clock (the wall clock) is unknown, so no "
+                f"time since the start of the run can be read on it; leave out {option} (the order is then "
+                "served at the last moment the store knows of, and covers all of it), or run the scenario "
+                "live again"
+            )
         try:
             number: float | None = float(value)  # bare seconds, as a scenario's numbers are
         except ValueError:
@@ -641,7 +666,7 @@ def _disclose(args: argparse.Namespace) -> int:
                 f'{option} {brief(value)}: expected a time of at most "365d" ({MAX_DURATION:g} s, the longest '
                 "run) since the start of the run"
             )
-        return epoch + seconds
+        return epoch + seconds * scale
 
     start, end, at = when("--from", args.start), when("--to", args.end), when("--at", args.at)
     if start is not None and end is not None and end <= start:
@@ -713,6 +738,8 @@ def _disclose(args: argparse.Namespace) -> int:
                 geoip=provider.get("geoip", {}),
                 # a dated run: the order is answered under the policy of the day it is served
                 policy_on=None if day is None else lambda on: profile_as_of(profile.name, day, served=on),
+                # the run's calendar day at a relay time (a live relay's clock is the wall clock)
+                day_of=lambda t: datetime.fromtimestamp(on_run_clock(t), UTC).date(),
             )
             for key, since in held:
                 if since is not None and since <= served:  # mandated before the order: held, as in the run
@@ -730,7 +757,14 @@ def _disclose(args: argparse.Namespace) -> int:
     else:
         # the terminal's copy shows the scenario's words, never runs them (sims.term.printable); the
         # --json file keeps them as written
-        print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
+        print(
+            printable(
+                disclosure.to_markdown(
+                    lambda t: sim_clock(on_run_clock(t), run_epoch, day is not None or wall_clock)
+                )
+            ),
+            end="",
+        )
         if args.json:
             try:
                 write_whole(args.json, data)
@@ -749,8 +783,9 @@ def _disclose(args: argparse.Namespace) -> int:
 
 
 def _live_run(folder: Path) -> bool:
-    """Whether ``folder`` holds a live run's summary.json (its ``live`` table): a live run writes no
-    provider.json. An unreadable summary is no live run's here: the error names provider.json."""
+    """Whether ``folder`` holds a live run's summary.json (its ``live`` table): a live run made before
+    live runs wrote provider.json has none. An unreadable summary is no live run's here: the error names
+    provider.json."""
     summary = folder / "summary.json"
     if not_a_file(summary) is not None:
         return False
@@ -805,7 +840,7 @@ def _latest_time(store: Any, default: float) -> float:
 def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import write_analysis
-    from relaysim.sims.report import run_calendar, sim_clock
+    from relaysim.sims.report import run_calendar, run_relay_clock, sim_clock
 
     out = Path(args.dir)
     # (a link there in a loop was said in the system's words, "Too many levels of symbolic links"; a
@@ -839,6 +874,7 @@ def _analyze(args: argparse.Namespace) -> int:
     transcript = out / "transcript.jsonl"
     try:
         epoch, dated = run_calendar(out)
+        on_run_clock = run_relay_clock(out)  # (a live run's relay kept the wall clock: provider.json)
         truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
         # what analyze reads, from files of the same run? (a summary.json there that cannot be read is
         # refused before anything is written: the check was skipped, saying nothing)
@@ -846,7 +882,7 @@ def _analyze(args: argparse.Namespace) -> int:
         with _run_folder_warnings("analyze"):
             lines = write_analysis(
                 out,
-                lambda t: sim_clock(t, epoch, dated),
+                lambda t: sim_clock(on_run_clock(t), epoch, dated),
                 as_seen=args.as_seen,
                 truth=truth,
                 sda_top=args.sda_top,
@@ -1256,7 +1292,8 @@ def build_parser() -> argparse.ArgumentParser:
             "capability, or cryptographically impossible), "
             "all read from the relay's own store. The run's relay.db is not modified (the desk works on a "
             "copy). The profile, the provider's content keys and its GeoIP table come from provider.json "
-            "beside relay.db. Times are simulated time since the start of the run, like the scenario's. "
+            "beside relay.db. Times are simulated time since the start of the run, like the scenario's (a live "
+            "run's too: its provider.json says how its relay's clock, the wall clock, reads on the run's). "
             "Forward-looking orders (a pen register order, a wiretap order and the like) collect only from service on: "
             "served on a finished run they collect nothing, so put them in the scenario's timeline instead.\n\n"
             "processes:\n" + "\n".join(f"  {k:<18} {v}" for k, v in PROCESSES.items())

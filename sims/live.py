@@ -34,7 +34,9 @@
   what it still holds at the end is counted unread.
 
 It writes what ``relaysim run`` writes — ``transcript.jsonl``, ``relay.db`` (the server's own
-store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's log. Transcript times
+store), ``provider.json`` (with the relay's clock at the run's start and the time scale, so that
+``relaysim disclose`` reads the store on the run's clock), ``summary.json``, ``summary.md`` — plus
+``relay.log``, the server's log. Transcript times
 ``t`` are simulated seconds, real elapsed time divided by ``time_scale``. The ``relay`` parts of
 message events come from the relay's store after it has stopped; their ``time`` fields are the
 relay's real clock (Unix seconds), not simulated time. The records of the envelopes a phone could not
@@ -1191,6 +1193,31 @@ class _LiveRun:
     def relay_time(self, t: float) -> float:
         return self.wall_t0 + t * self.time_scale
 
+    def provider_file(self) -> dict[str, Any]:
+        """``provider.json``, as a simulated run writes it (sims.report._provider_file), so that
+        ``relaysim disclose`` on this run's relay.db answers as its desk did, on the run's clock: the
+        profile (and a dated run's ``profile_as_of``), the keys the provider holds, its geo-IP table (the
+        scenario's addresses and the loopback addresses standing in for them), and the relay's clock
+        (the wall clock) at the scenario's t = 0 and end (``clock_epoch``, ``run_ended``), with
+        ``time_scale`` (relay seconds per simulated second) and ``scenario_epoch`` (the run's own clock at
+        t = 0, which the transcript's ``at`` counts from): a relay time ``r`` is the run's
+        ``scenario_epoch + (r - clock_epoch) / time_scale`` (relay_to_run)."""
+        keys = [
+            k for k in ([self.content_key] if self.content_key is not None else []) if k.holder == "provider"
+        ]
+        out: dict[str, Any] = {
+            "profile": self.profile.name,
+            "clock_epoch": self.relay_time(0.0),
+            "run_ended": self.relay_time(self.scenario.duration),
+            "time_scale": self.time_scale,
+            "scenario_epoch": self.scenario.epoch,
+        }
+        if self.scenario.start is not None:
+            out["profile_as_of"] = self.scenario.start.isoformat()
+        out["content_keys"] = [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys]
+        out["geoip"] = dict(self.desk.geoip)
+        return out
+
     def at(self, t: float, action: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._actions, (t, next(self._serial), partial(action, *args) if args else action))
 
@@ -1516,6 +1543,7 @@ class _Outcome:
     envelopes_not_counted: str | None = None  # why result.envelopes is empty (_LiveRun._envelope_rows)
     # the envelopes still queued for online phones when the drain's wait ran out (_LiveRun.run), or None
     queued_when_drain_ran_out: int | None = None
+    provider: dict[str, Any] = field(default_factory=dict)  # provider.json (_LiveRun.provider_file)
 
 
 async def _run_live(
@@ -1555,6 +1583,7 @@ async def _run_live(
         run.relay_check,
         run.envelopes_not_counted,
         run.queued_when_drain_ran_out,
+        run.provider_file(),
     )
 
 
@@ -1648,7 +1677,7 @@ def run_live(
             file=sys.stderr,
         )
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log", "relay.admin"):
+    for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log", "relay.admin", "provider.json"):
         (out / stale).unlink(missing_ok=True)
     shutil.rmtree(out / "disclosures", ignore_errors=True)  # no earlier run's beside this one's
 
@@ -1664,6 +1693,7 @@ def run_live(
         write = transcript_writer(f, epoch=scenario.epoch)
         for event in outcome.events:
             write(event)
+    (out / "provider.json").write_text(json.dumps(outcome.provider, indent=2) + "\n", encoding="utf-8")
     summary = summarise(outcome.result)
     if outcome.result.disclosures:  # each order served in the timeline, as a simulated run writes it
         t0, epoch = outcome.relay_start, scenario.epoch

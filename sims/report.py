@@ -94,6 +94,7 @@ __all__ = [
     "percentile",
     "prepare_out_dir",
     "read_run",
+    "relay_clock",
     "relay_view_writer",
     "relaysim_outputs",
     "render_comparison",
@@ -104,6 +105,7 @@ __all__ = [
     "run_calendar",
     "run_comparison_to_dir",
     "run_disagreements",
+    "run_relay_clock",
     "run_to_dir",
     "show_rows",
     "sim_clock",
@@ -569,13 +571,47 @@ def _sim_clock(t: float, days: bool = False, epoch: float = SIM_EPOCH, dated: bo
 
 
 def run_calendar(run: Path) -> tuple[float, bool]:
-    """The calendar of the finished run in folder ``run``: the relay clock's epoch (provider.json
-    ``clock_epoch``: the scenario's start, or SIM_EPOCH) and whether the run is dated (it names
+    """The calendar of the finished run in folder ``run``: the run's own clock at ``t = 0`` (provider.json
+    ``clock_epoch``, the relay clock's epoch: the scenario's start, or SIM_EPOCH; a live run's
+    ``scenario_epoch``, its relay having kept the wall clock) and whether the run is dated (it names
     ``profile_as_of``: the scenario has a start). ``(SIM_EPOCH, False)`` when the folder has no
-    provider.json; a broken one is a ValueError naming the file and the field."""
+    provider.json; a broken one is a ValueError naming the file and the field. A relay time (relay.db's,
+    a disclosure's) is read on this clock through :func:`run_relay_clock`."""
+    data = _run_provider_clock(run)
+    if data is None:
+        return SIM_EPOCH, False
+    return data.get("scenario_epoch", data.get("clock_epoch", SIM_EPOCH)), "profile_as_of" in data
+
+
+def run_relay_clock(run: Path) -> Callable[[float], float]:
+    """The relay's times of the finished run in folder ``run`` (relay.db's, its disclosures') read on the
+    run's own clock, the one :func:`run_calendar` gives the start of (:func:`relay_clock`); a broken
+    provider.json is a ValueError naming the file and the field."""
+    return relay_clock(_run_provider_clock(run) or {})
+
+
+def relay_clock(provider: Mapping[str, Any]) -> Callable[[float], float]:
+    """A relay time read on the run's own clock (the transcript's, the scenario's), as ``provider`` (a
+    run's provider.json, checked) says. A simulated run's relay keeps the run's clock: the time as it
+    is. A live run's relay (sims.live) kept the wall clock: ``clock_epoch`` at the scenario's ``t = 0``,
+    ``time_scale`` real seconds per simulated second, and ``scenario_epoch`` the run's own clock at
+    ``t = 0`` (sims.live.relay_to_run)."""
+    if "time_scale" not in provider:
+        return lambda t: t
+    from relaysim.sims.live import relay_to_run
+
+    relay_epoch = float(provider.get("clock_epoch", SIM_EPOCH))
+    run_epoch = float(provider.get("scenario_epoch", relay_epoch))
+    scale = float(provider["time_scale"])
+    return lambda t: run_epoch + relay_to_run(t, relay_epoch, scale)
+
+
+def _run_provider_clock(run: Path) -> dict[str, Any] | None:
+    """``run``'s provider.json, its clock's fields checked (clock_epoch, scenario_epoch, time_scale), or
+    None if the folder has none."""
     path = run / "provider.json"
     if not path.exists():  # (a pipe there was taken for no provider.json: the run shown undated)
-        return SIM_EPOCH, False
+        return None
     try:
         data = loads(read_run_text(path))
     except ValueError as exc:  # (not JSON, not UTF-8: every reader's words for it)
@@ -586,7 +622,7 @@ def run_calendar(run: Path) -> tuple[float, bool]:
     problem = provider_problem(data)
     if problem is not None:
         raise ValueError(f"{path}: {problem}; {run_again(run)}")
-    return data.get("clock_epoch", SIM_EPOCH), "profile_as_of" in data
+    return data
 
 
 def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:

@@ -206,8 +206,9 @@ def provider_problem(provider: object) -> str | None:
     missing or of the wrong type; None if there is none. ``profile`` is in every one relaysim writes
     (a file without it was read as a run with no profile: its records as recorded, saying nothing);
     ``clock_epoch`` (SIM_EPOCH), ``run_ended``, ``profile_as_of`` (an undated run), ``content_keys``
-    and ``geoip`` (none) may be left out, as a run before its calendar (clock_epoch) wrote them. A
-    folder without provider.json at all (a live run's) is the reader's to say."""
+    and ``geoip`` (none) may be left out, as a run before its calendar (clock_epoch) wrote them, and a
+    live run's ``time_scale`` and ``scenario_epoch`` (sims.live) are in no simulated run's. A folder
+    without provider.json at all (an older live run's) is the reader's to say."""
     if not isinstance(provider, dict):
         return f"expected a JSON object, got {type(provider).__name__}"
 
@@ -221,9 +222,13 @@ def provider_problem(provider: object) -> str | None:
         )
     if not isinstance(provider["profile"], str):
         return bad("profile", "a relay profile's name")
-    for field in ("clock_epoch", "run_ended"):
+    for field in ("clock_epoch", "run_ended", "scenario_epoch"):
         if field in provider and not finite_number(provider[field]):
             return bad(field, "Unix seconds (a number)")
+    if "time_scale" in provider and not (
+        finite_number(provider["time_scale"]) and provider["time_scale"] > 0
+    ):
+        return bad("time_scale", "real seconds per simulated second (a positive number)")  # (a live run's)
     if "profile_as_of" in provider:
         import datetime
 

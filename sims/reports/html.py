@@ -26,7 +26,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -442,7 +442,9 @@ def _timeline(events: list[dict[str, Any]], days: bool, source: str, prefix: str
 # --- legal orders -------------------------------------------------------------------------------------
 
 
-def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
+def _order(
+    d: dict[str, Any], days: bool, calendar: tuple[float, bool], on_run_clock: Callable[[float], float]
+) -> str:
     process = str(d.get("process", "?"))
     served = d.get("served")
     head = (
@@ -457,7 +459,8 @@ def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
         from relaysim.sims.report import sim_clock
 
         epoch, dated = calendar
-        when = sim_clock(float(served), epoch, True) if dated else _clock(float(served) - epoch, days)
+        at = on_run_clock(float(served))  # (a live run's relay kept the wall clock: sims.report.relay_clock)
+        when = sim_clock(at, epoch, True) if dated else _clock(at - epoch, days)
         meta += f'<p class="muted">Served at {_e(when)} on the {_e(d.get("profile", "?"))} relay.</p>'
     provided = d.get("provided") or {}
     rows = []
@@ -498,10 +501,11 @@ def _subfolder(run: Path, name: str) -> Path:
 
 
 def _orders(run: Path, days: bool) -> str:
-    from relaysim.sims.report import run_calendar
+    from relaysim.sims.report import run_calendar, run_relay_clock
 
     try:  # (read whether or not an order was served: a broken provider.json is said, not passed over)
         calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
+        on_run_clock = run_relay_clock(run)  # (a live run's relay kept the wall clock)
     except ValueError as exc:
         raise ReportError(str(exc)) from None
     files = sorted(_subfolder(run, "disclosures").glob("*.json"))
@@ -518,7 +522,7 @@ def _orders(run: Path, days: bool) -> str:
     parts = []
     for f, d in orders:
         try:
-            parts.append(_order(d, days, calendar))
+            parts.append(_order(d, days, calendar, on_run_clock))
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise ReportError(
                 f"{f} is not a disclosure as relaysim writes it ({exc!r}){_again(run)}"

@@ -285,3 +285,25 @@ def test_the_transcripts_calendar_time_is_timedeltas_to_the_character(t: float, 
 def test_the_transcripts_rounding_keeps_every_float_and_leaves_the_rest() -> None:
     event = {"t": 1.23456789, "a": [1, True, None, "x", 2.0000004, {"b": [0.1234567]}], "c": b"z"}
     assert _round(event) == {"t": 1.234568, "a": [1, True, None, "x", 2.0, {"b": [0.123457]}], "c": b"z"}
+
+
+def test_analyze_and_report_read_a_live_runs_relay_clock_on_the_runs_clock(tmp_path: Path) -> None:
+    """A live run's relay kept the wall clock, the scenario's time scaled (sims.live): its provider.json
+    says so (clock_epoch, time_scale, scenario_epoch). analyze and report read relay times against
+    clock_epoch alone, as a simulated run's: the real seconds since the start ("Served at 00:00:01"),
+    the time scale left out. They read them on the run's clock. Here a relay whose clock ran at half
+    the scenario's speed (time_scale 0.5)."""
+    shared = '{ region = "us", address = "203.0.113.5" }'
+    text = _small().replace('{ region = "us" }', shared)
+    text = text.replace(shared, shared.replace(" }", ', offline = [["0s", "40m"]] }'), 1)  # ann from 40m on
+    out = _run(tmp_path, text)
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    live = {"clock_epoch": SIM_EPOCH, "time_scale": 0.5, "scenario_epoch": SIM_EPOCH}
+    (out / "provider.json").write_text(json.dumps(provider | live), encoding="utf-8")
+    assert main(["analyze", str(out)]) == 0
+    relay = (out / "analysis" / "relay.md").read_text(encoding="utf-8")
+    # ann and ben first seen at one address at 40m on the relay's clock: 80 minutes into the run
+    assert "- `ann` and `ben` at 203.0.113.5, first 01:20:00" in relay, relay
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Served at 02:00:00 on the" in page  # served at 1h on the relay's clock

@@ -696,13 +696,13 @@ def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> 
     assert_clean_error(res, "provider.json")
 
 
-def test_disclose_on_a_live_runs_database_says_a_live_run_writes_no_provider_file(
+def test_disclose_on_an_older_live_runs_database_says_it_was_made_before_live_runs_wrote_a_provider_file(
     tmp_path: Path, tf_run: Path
 ) -> None:
-    """A live run (relaysim run --live) writes no provider.json: disclose on its relay.db without --profile
-    said only "no --profile, and no .../provider.json", as if the file had been lost. It says the folder is a
-    live run's, where its timeline's orders were answered, and which --profile to give; a simulated run's
-    folder that lost provider.json is told as before."""
+    """A live run (relaysim run --live) made before live runs wrote provider.json: disclose on its relay.db
+    without --profile said only "no --profile, and no .../provider.json", as if the file had been lost. It
+    says the folder is such a live run's, where its timeline's orders were answered, and which --profile to
+    give; a simulated run's folder that lost provider.json is told as before."""
     summary = json.loads((tf_run / "summary.json").read_text(encoding="utf-8"))
     runs = {}
     for name, live in (("live", True), ("lost", False)):
@@ -714,10 +714,40 @@ def test_disclose_on_a_live_runs_database_says_a_live_run_writes_no_provider_fil
             "disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"
         )
     assert_clean_error(
-        runs["live"], "no --profile", "a live run", str(tmp_path / "live" / "disclosures"), "--profile"
+        runs["live"],
+        "no --profile",
+        "a live run (relaysim run --live) made before live runs wrote one",
+        str(tmp_path / "live" / "disclosures"),
+        "--profile",
     )
     assert_clean_error(runs["lost"], "no --profile", "provider.json")
     assert "live run" not in runs["lost"].stderr, runs["lost"].stderr
+
+
+def test_disclose_with_profile_on_an_older_live_runs_database_shows_the_relays_wall_clock(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """A live run made before live runs wrote provider.json: its relay kept the wall clock, and the run's
+    start and time scale are unknown. disclose --profile read its times against the simulator's own start
+    ("Served at: day 339 01:31:55", a day of no run); it shows them as the relay's wall clock, dated, and
+    says why."""
+    summary = json.loads((tf_run / "summary.json").read_text(encoding="utf-8"))
+    run = _part_of(tf_run, tmp_path / "live", "relay.db")
+    (run / "summary.json").write_text(json.dumps(summary | {"live": {"time_scale": 0.001}}), encoding="utf-8")
+    argv = ["disclose", "--db", str(run / "relay.db"), "--process", "search_warrant", "--target", "amira"]
+    res = cli(*argv, "--profile", "keep-everything")
+    assert res.returncode == 0, res.stderr
+    assert "made before live runs wrote one" in res.stderr and "wall clock (UTC)" in res.stderr, res.stderr
+    # served at the last moment the store knows of (here 4h into a simulated run's day: its last message)
+    assert "Served at:** 2026-01-01 04:00:00 UTC" in res.stdout, res.stdout
+    assert "day " not in res.stdout, res.stdout
+    # a time since the run's start cannot be read on its relay's clock: it was read from the simulator's own
+    # start, a day of no live run (2026-01-01, "Nothing."), and is refused, saying why and what to do
+    for option in ("--at", "--from", "--to"):
+        res = cli(*argv, "--profile", "keep-everything", option, "30m")
+        assert_clean_error(
+            res, f"{option} '30m': ", "made before live runs wrote provider.json", f"leave out {option}"
+        )
 
 
 def _disclose_json(run: Path, json_to: Path | str) -> list[str]:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 import socket
 from collections import Counter
 from pathlib import Path
@@ -222,15 +223,64 @@ def test_relaysim_run_live_writes_what_relaysim_show_reads(
         "summary.md",
     }
     assert "SIGTERM received; shutting down" in (out / "relay.log").read_text()
-    # as the README says: no relay-view.jsonl, no provider.json; disclose on its relay.db asks for --profile
-    assert not (out / "relay-view.jsonl").exists() and not (out / "provider.json").exists()
-    db = str(out / "relay.db")
-    assert relaysim(["disclose", "--db", db, "--process", "subpoena", "--target", "amira"]) == 2
-    assert "holds a live run (relaysim run --live), which writes none" in capsys.readouterr().err
+    # as the README says: no relay-view.jsonl; a provider.json, which disclose reads (the test below)
+    assert not (out / "relay-view.jsonl").exists() and (out / "provider.json").is_file()
     shown = render_show(out, limit=40, width=200)  # the teaching view reads live runs too
     assert "amira/1 read, from ben/1: \u201cSorry, phone was off. Won't forward.\u201d" in shown
     assert "ben/1 goes offline" in shown and "ben/1 comes online" in shown
     assert "## Live run" in (out / "summary.md").read_text()
+
+
+def test_disclose_on_a_live_runs_database_dates_its_records_on_the_runs_clock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live run wrote no provider.json: disclose on its relay.db read the relay's wall clock against the
+    simulator's own start ("Served at: day 339 01:31:55") and ignored the time scale. The run writes
+    provider.json (the relay's clock at t = 0, the time scale, the profile; no machine path), and a
+    disclosure of it shows the run's times: inside the scenario, each message's record between the
+    transcript's times of its send and of the relay's answer to it (the relay recorded it in between)."""
+    out = tmp_path / "tf"
+    assert relaysim(["run", "two-friends", "--live", "--time-scale", str(TIME_SCALE), "--out", str(out)]) == 0
+    text = (out / "provider.json").read_text(encoding="utf-8")
+    assert str(tmp_path) not in text and "/" not in text  # no machine path
+    provider = json.loads(text)
+    assert (provider["profile"], provider["time_scale"]) == ("keep-everything", TIME_SCALE)
+    assert provider["run_ended"] == pytest.approx(provider["clock_epoch"] + 5 * 3600 * TIME_SCALE)
+    assert provider["geoip"]["127.1.0.1"] == "pk"  # the loopback address amira's phone came from
+    capsys.readouterr()
+    at = 1800  # "30m": amira's and ben's first three messages, planned at 10, 12 and 15 minutes, before it
+    argv = ["disclose", "--db", str(out / "relay.db"), "--process", "search_warrant", "--target", "amira"]
+    assert relaysim([*argv, "--at", "30m", "--json", str(tmp_path / "d.json")]) == 0
+    shown = capsys.readouterr().out
+    assert "Served at:** 00:30:00;" in shown, shown
+    assert "and more" not in shown and "… and" not in shown  # every record is shown
+    rows = [
+        (int(h) * 3600 + int(m) * 60 + int(s), sender, recipient)
+        for h, m, s, sender, recipient in re.findall(r"^  - (\d\d):(\d\d):(\d\d) (\w+) → (\w+)$", shown, re.M)
+    ]
+    assert rows and all(0 <= t <= at for t, _, _ in rows), rows
+    events = _events(out)
+    sent = {e["message"]: e for e in events if e["kind"] == "message_sent"}
+    accepted = [e for e in events if e["kind"] == "message_accepted" and e["t"] <= at]
+    assert len(accepted) == 3, accepted  # (a machine so busy that a message was 15 simulated minutes late)
+    planned = {m.id: m for m in plan_messages(resolve_scenario("two-friends"))}
+    for e in accepted:
+        m = planned[e["message"]]
+        # shown to the second (floored); the relay recorded it after the phone sent it, before its answer came
+        assert any(
+            (sender, recipient) == (m.sender, m.recipient)
+            and math.floor(sent[m.id]["t"]) - 1 <= t <= e["t"] + 1
+            and t >= m.at - 1  # (the simulated run's record of it: at m.at)
+            for t, sender, recipient in rows
+        ), (m, sent[m.id]["t"], e["t"], rows)
+    # the JSON keeps the relay's own clock, as the run's disclosures/ do
+    data = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert data["served"] == pytest.approx(provider["clock_epoch"] + at * TIME_SCALE)
+    # the report's orders read the same clock: served when the timeline served them (it showed the real
+    # seconds since the start, "Served at 00:00:01", the time scale left out)
+    assert relaysim(["report", str(out)]) == 0
+    served = re.findall(r"Served at ([^<]*) on the", (out / "report.html").read_text(encoding="utf-8"))
+    assert sorted(served) == ["01:30:00", "04:30:00"], served  # two-friends' pen register, search warrant
 
 
 def test_relaysim_run_live_refuses_a_bad_time_scale(

@@ -320,6 +320,14 @@ def test_analyze_names_the_line_of_a_transcript_that_is_not_utf8(
         ("run_ended", None, "run_ended: expected Unix seconds"),
         ("run_ended", "late", "run_ended: expected Unix seconds"),
         ("run_ended", float("inf"), "run_ended: expected Unix seconds"),
+        # a live run's relay clock: relay seconds per simulated second, and the run's own clock at t = 0
+        ("time_scale", 0, "time_scale: expected real seconds per simulated second (a positive number)"),
+        ("time_scale", -0.001, "time_scale: expected real seconds per simulated second"),
+        ("time_scale", "fast", "time_scale: expected real seconds per simulated second"),
+        ("time_scale", float("nan"), "time_scale: expected real seconds per simulated second"),
+        ("time_scale", True, "time_scale: expected real seconds per simulated second"),
+        ("scenario_epoch", "2026", "scenario_epoch: expected Unix seconds"),
+        ("scenario_epoch", float("inf"), "scenario_epoch: expected Unix seconds"),
         ("geoip", [1, 2], "geoip: expected an object of address → region"),
         ("geoip", {"203.0.113.24": 5}, "geoip: expected an object of address → region"),
         ("content_keys", "k", "content_keys: expected a list of keys"),
@@ -1348,6 +1356,42 @@ def test_a_clock_epoch_too_large_for_a_number_is_named(
     )
     assert main(argv) == 2
     assert "0" * 20 not in capsys.readouterr().err  # (by how many digits: sims.analysis.runfiles.brief)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        (
+            "time_scale",
+            0,
+            "time_scale: expected real seconds per simulated second (a positive number), got 0",
+        ),
+        ("time_scale", "fast", "time_scale: expected real seconds per simulated second"),
+        ("scenario_epoch", 10**400, "scenario_epoch: expected Unix seconds (a number), got 1000"),
+    ],
+    ids=["time_scale-0", "time_scale-a-word", "scenario_epoch-past-a-float"],
+)
+def test_a_live_runs_relay_clock_that_cannot_be_read_is_named(
+    tmp_path: Path,
+    tf_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    field: str,
+    value: object,
+    said: str,
+) -> None:
+    """A live run's provider.json says how its relay's clock (the wall clock) reads on the run's
+    (time_scale, scenario_epoch: sims.report.relay_clock); analyze and report name the field of one they
+    cannot read, as disclose does, not a ZeroDivisionError or a TypeError."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(
+        json.dumps(provider | {"time_scale": 0.5, "scenario_epoch": provider["clock_epoch"], field: value}),
+        encoding="utf-8",
+    )
+    refused(capsys, [command, str(run)], f"provider.json: {said}")
 
 
 # --- the readers a Python caller calls: a FIFO, socket or device in a run's folder ------------------
