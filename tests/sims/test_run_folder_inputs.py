@@ -1368,7 +1368,11 @@ def test_a_clock_epoch_too_large_for_a_number_is_named(
             "time_scale: expected real seconds per simulated second (a positive number), got 0",
         ),
         ("time_scale", "fast", "time_scale: expected real seconds per simulated second"),
-        ("scenario_epoch", 10**400, "scenario_epoch: expected Unix seconds (a number), got 1000"),
+        (
+            "scenario_epoch",
+            10**400,
+            "scenario_epoch: expected Unix seconds (a number), got an integer of 401 digits",
+        ),
     ],
     ids=["time_scale-0", "time_scale-a-word", "scenario_epoch-past-a-float"],
 )
