@@ -1120,8 +1120,13 @@ class Message:
         names, fields, plain = cls._decode_plan()
         for key in raw:
             if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
+                # A frame's own map is "the frame", its kind said after, as where a key that is a map or an
+                # array, or two keys held as one, are refused (_refuse_unhashable_key, _check_keys_once):
+                # one wording for one refusal, "the keys of the frame must be strings; got ... (in a
+                # 'ping' frame)", never "the keys of a 'ping' frame" for some keys alone.
                 got = f" must be strings; got {_the_key(key)}"
-                raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got)
+                frame = "the frame" if isinstance(getattr(cls, "kind", None), str) else None
+                raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got, where=frame)
             if key not in names:
                 raise _in_map(
                     ErrorCode.UNKNOWN_FIELD, _key_name(key), f"unknown field {quoted(key)} in ", cls
@@ -2078,15 +2083,17 @@ CLOSED: Final = _Event.CLOSED
 
 def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
     message = e.message
-    if kind is not None and f"{quoted(kind)} frame" not in message and _in_a_frame(kind) not in message:
+    if kind is not None and not message.endswith((f" in a {quoted(kind)} frame", _in_a_frame(kind))):
         # Every refusal of a field of a frame whose kind is a str names the kind (with the field's path and
-        # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
+        # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``). A
+        # message names it already only at its end ("unknown field 'x' in a 'ping' frame", _where): a
+        # key's quote that holds "'ping' frame" (b"'ping' frame", a key that is no string) is no naming.
         message = _in_frame(message, _in_a_frame(kind))
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
 
 
 # How :func:`quoted` and :func:`cut` end what they cut short: "…" and its length in parentheses; and how
-# :func:`_type_name` names a timestamp, "timestamp (ext -1)": what a message may end with in parentheses.
+# :func:`type_name` names a timestamp, "timestamp (ext -1)": what a message may end with in parentheses.
 _CUT_LENGTH: Final = re.compile(r"(?<=…) \(([0-9][0-9,]* (?:characters|bytes))\)\Z")
 _CLOSING_ASIDE: Final = re.compile(f"{_CUT_LENGTH.pattern}|(?<=timestamp) \\((ext -1)\\)\\Z")
 
@@ -2121,12 +2128,12 @@ def _where(cls: type[Message]) -> str:
 
 
 def _in_map(
-    code: ErrorCode, key: str, before: str, cls: type[Message], after: str = ""
+    code: ErrorCode, key: str, before: str, cls: type[Message], after: str = "", *, where: str | None = None
 ) -> LocalProtocolError:
     """The refusal of the key ``key`` (its field, as :func:`_key_name` names it) of a map of ``cls``:
-    ``before``, the map (:func:`_where`), ``after``; said again of that map's path once a map holding it
-    knows the path (the key's path without its last step)."""
-    error = LocalProtocolError(code, f"{before}{_where(cls)}{after}", field=key)
+    ``before``, the map (``where``, else :func:`_where`), ``after``; said again of that map's path once a
+    map holding it knows the path (the key's path without its last step)."""
+    error = LocalProtocolError(code, f"{before}{where or _where(cls)}{after}", field=key)
 
     def by_path(path: str) -> str:
         where = path[: len(path) - len(key)] if path.endswith(key) else path

@@ -438,7 +438,10 @@ def test_a_long_key_or_kind_is_quoted_by_one_rule_its_quote_closed_and_its_lengt
     shown = repr("\x00" * ((wire.MAX_QUOTED - 2) // 4))  # 14 escapes of 4 characters, and the quotes
     assert f"unknown field {shown}… (100 characters) in" in escaped.message
     binary = _decoding_error(_frame({**BASE, b"\xff" * 100: 1}))
-    assert repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "… (100 bytes)" in binary.message
+    assert binary.message.endswith(
+        repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "…, 100 bytes, in a 'ping' frame"
+    )  # (a key that is no string, its length and the frame's kind in one clause)
+    assert binary.field == repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "… (100 bytes)"
 
 
 @pytest.mark.parametrize(
@@ -1113,6 +1116,44 @@ def test_an_ext_key_too_long_to_quote_whole_is_refused_in_one_clause_naming_the_
     assert e.message == (
         f"the keys of envelopes[0] must be strings; got the key ext 5 {b'k' * 57!r}…, 5,000 bytes, in a 'send' frame"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "got"),
+    [
+        (msgpack.packb(5), "the int key 5"),
+        (msgpack.packb(b"x"), "the bin key b'x'"),
+        (b"\xc0", "the key nil"),
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "the key ext 5 b'x'"),
+        (msgpack.packb(msgpack.Timestamp(1, 0)), "the key timestamp 1970-01-01T00:00:01Z"),
+        (b"\x92\x01\x02", "the array key [1, 2]"),  # (refused as msgpack reads the body: a dict holds none)
+        (b"\x81\x01\x02", "the map key {1: 2}"),
+    ],
+    ids=["int", "bin", "nil", "ext", "timestamp", "array", "map"],
+)
+def test_a_key_that_is_no_string_in_the_frame_s_own_map_is_refused_in_one_wording(
+    key: bytes, got: str
+) -> None:
+    """A key that is a map or an array in the frame's own map was refused "the keys of the frame must be
+    strings; got the array key [1, 2] (in a 'ping' frame)", any other "the keys of a 'ping' frame must be
+    strings; got the int key 5": two wordings of one refusal. Now one, the frame's kind said after, as
+    inside a map ("the keys of envelopes[0] must be strings; got ... (in a 'send' frame)")."""
+    body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + key + P(1)
+    e = _decoding_error(_frame(bytes([body[0] + 1]) + body[1:], raw=True))
+    assert (e.code, e.request_id) == (wire.ErrorCode.WRONG_TYPE, 9), e
+    assert e.message == f"the keys of the frame must be strings; got {got} (in a 'ping' frame)"
+
+
+def test_a_key_whose_quote_holds_the_kind_s_words_does_not_stand_for_the_kind() -> None:
+    """A refusal names the frame's kind unless the message says it already; a bin key's quote holding
+    "'ping' frame" was read as saying it, and the kind was left out."""
+    e = _decoding_error(_frame({**BASE, b"'ping' frame": 1}))
+    assert (
+        e.message
+        == "the keys of the frame must be strings; got the bin key b\"'ping' frame\" (in a 'ping' frame)"
+    )
+    e = _decoding_error(_frame({**BASE, "x": 1}))  # (named in the message's own words: once)
+    assert e.message == "unknown field 'x' in a 'ping' frame"
 
 
 @pytest.mark.parametrize(
@@ -2139,7 +2180,7 @@ _DEVICE_BUNDLE = {
             {**BASE, "kind": "send", "to": "bob", 5: 1, "envelopes": [{"device": 1, "body": b"x"}]},
             wire.ErrorCode.WRONG_TYPE,
             "5",
-            "the keys of a 'send' frame must be strings; got the int key 5",
+            "the keys of the frame must be strings; got the int key 5 (in a 'send' frame)",
         ),
         (
             "device",
