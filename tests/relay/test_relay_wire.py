@@ -1157,6 +1157,71 @@ def test_a_key_whose_quote_holds_the_kind_s_words_does_not_stand_for_the_kind() 
 
 
 @pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (None, "nil"),
+        (True, "true"),
+        (False, "false"),
+        (msgpack.ExtType(5, b"x"), "ext 5 b'x'"),
+        (wire._ReservedExt(-2, b"\x00"), "ext -2 b'\\x00'"),
+        (msgpack.Timestamp(1, 0), "timestamp 1970-01-01T00:00:01Z"),
+        ([None, True], "[nil, true]"),
+        ((1, 2), "[1, 2]"),
+        ({1: None, "a": [b"x"]}, "{1: nil, 'a': [b'x']}"),
+        ({i: i for i in range(9)}, "{0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, …}"),
+        ([[[[1]]]], "[[[[…]]]]"),
+        ("s", "'s'"),
+        (-1, "-1"),
+    ],
+    ids=[
+        "nil",
+        "true",
+        "false",
+        "ext",
+        "reserved-ext",
+        "timestamp",
+        "array",
+        "tuple",
+        "map",
+        "long-map",
+        "deep",
+        "str",
+        "int",
+    ],
+)
+def test_a_value_is_named_in_the_protocol_s_words(value: object, said: str) -> None:
+    """relay.wire.value_text, the one rule the wire and the other msgpack readers name a value by (a
+    key's rule, for values too): never Python's None, True, ExtType(code=5, data=b'x'),
+    Timestamp(seconds=1, nanoseconds=0), a tuple's parentheses or a dict's Python reprs inside."""
+    assert wire.value_text(value) == said
+    for python in ("None", "True", "False", "ExtType", "Timestamp", "("):
+        assert python not in wire.value_text(value)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "said"),
+    [
+        ((None, 1), "account must be a non-empty string, not nil"),
+        (("a", True), "device must be an integer >= 1, not true"),
+        (
+            ("a", msgpack.Timestamp(1, 0)),
+            "device must be an integer >= 1, not timestamp 1970-01-01T00:00:01Z",
+        ),
+        (("a", [None]), "device must be an integer >= 1, not [nil]"),
+        ((msgpack.ExtType(5, b"x"), 1), "account must be a non-empty string, not ext 5 b'x'"),
+    ],
+    ids=["nil", "true", "timestamp", "array", "ext"],
+)
+def test_a_key_log_leaf_names_a_value_in_the_protocol_s_words(leaf: tuple[object, object], said: str) -> None:
+    """A key log leaf read from msgpack named what it got by Python's repr: "not None", "not True",
+    "not Timestamp(seconds=1, nanoseconds=0)", "not [None]"."""
+    account, device = leaf
+    with pytest.raises(ValueError) as info:
+        wire.kt_leaf_decode(P([wire.KT_LEAF_VERSION, account, device, b"k" * 32]))
+    assert str(info.value) == f"key transparency leaf: {said}"
+
+
+@pytest.mark.parametrize(
     ("key", "named"),
     [
         (msgpack.packb(msgpack.ExtType(5, b"x")), "ext 5 b'x'"),
