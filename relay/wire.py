@@ -457,12 +457,13 @@ def _clipped(text: str, most: int = MAX_ERROR_TEXT) -> str:
 MAX_QUOTED: Final = 60
 
 
-def quoted(value: object) -> str:
+def quoted(value: object, most: int = MAX_QUOTED) -> str:
     """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
-    at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
-    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``; an integer
-    by how many digits it has (``an integer of 400 digits``); anything else by its repr's first
-    MAX_QUOTED characters, "…" and its length (:func:`cut`). The one
+    at most ``most`` (MAX_QUOTED) characters; else the repr of its first characters (a str's or a bin's, so
+    that the quote closes) within ``most``, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``; an
+    integer by how many digits it has (``an integer of 400 digits``); anything else by its repr's first
+    ``most`` characters, "…" and its length (:func:`cut`). A quote that follows words of its own within
+    the limit (an ext's data after ``ext 5 ``: :func:`value_text`) is given a smaller ``most``. The one
     rule for what the relay's errors quote of what it was given (a repr shows control characters
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
     option's word (relay.server), a limit's value (relay.limits), and, by its twin sims.analysis.runfiles.brief
@@ -475,33 +476,29 @@ def quoted(value: object) -> str:
             digits = len(str(abs(value)))
         except ValueError:  # (past sys.get_int_max_str_digits(): Python will not say them)
             digits = 0
-        if not digits or digits + (value < 0) > MAX_QUOTED:
+        if not digits or digits + (value < 0) > most:
             amount = f"{digits:,}" if digits else f"more than {sys.get_int_max_str_digits():,}"
             return f"{'a negative' if value < 0 else 'an'} integer of {amount} digits"
     shown = repr(value)
-    if len(shown) <= MAX_QUOTED:
+    if len(shown) <= most:
         return shown
     if type(value) is str or type(value) is bytes:
-        head = value[: MAX_QUOTED - 3]  # (a character's repr is mostly itself: no pass of the loop)
-        while len(repr(head)) > MAX_QUOTED:  # (escapes: "\\n", "\\x00")
+        head = value[: most - 3]  # (a character's repr is mostly itself: no pass of the loop)
+        while len(repr(head)) > most:  # (escapes: "\\n", "\\x00")
             head = head[:-1]
         unit = "characters" if type(value) is str else "bytes"
         return f"{head!r}… ({len(value):,} {unit})"
-    return cut(shown)
+    return cut(shown, most)
 
 
-def cut(shown: str) -> str:
+def cut(shown: str, most: int = MAX_QUOTED) -> str:
     """``shown`` (how an error shows a value that is no str or bin: a repr, or a value in a format of its
-    own, unquoted) whole when it is at most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how
-    long it is: the rule of :func:`quoted` for what has no quote to close. A str read with
+    own, unquoted) whole when it is at most ``most`` (MAX_QUOTED) characters, else its first ``most``, "…"
+    and how long it is: the rule of :func:`quoted` for what has no quote to close. A str read with
     ``surrogateescape`` (not UTF-8) in it is shown by its bytes' escapes, ``\\xff``, never ``\\udcff``
     (:func:`_bytes_escaped`)."""
     shown = _bytes_escaped(shown)
-    return (
-        shown
-        if len(shown) <= MAX_QUOTED
-        else f"{_whole_head(shown, MAX_QUOTED)}… ({len(shown):,} characters)"
-    )
+    return shown if len(shown) <= most else f"{_whole_head(shown, most)}… ({len(shown):,} characters)"
 
 
 # One thing a shown text says: an escape as a repr writes one (``\\``, ``\n``, ``\x1b``, ``\u2028``,
@@ -638,9 +635,10 @@ def value_text(value: object) -> str:
 def _scalar_text(value: object) -> str:
     """A value that is no map or array, a key or an item of one, as :func:`value_text` shows it: nil and
     the bools by msgpack's names, ``nil``, ``true``, ``false`` (not Python's ``None``, ``True``); an ext
-    by its type and its data, ``ext 5 b'x'``, the data quoted as any bin; a timestamp (ext -1) as the
-    instant it is (:func:`_timestamp_text`); any other, a str, an int, a float or a bin, as
-    :func:`quoted` shows it."""
+    by its type and its data, ``ext 5 b'x'``, the data quoted as any bin, within MAX_QUOTED characters
+    with ``ext 5 `` (``ext -128 b'kkk…'… (64 bytes)``, never a quote of MAX_QUOTED after the words); a
+    timestamp (ext -1) as the instant it is (:func:`_timestamp_text`); any other, a str, an int, a float
+    or a bin, as :func:`quoted` shows it."""
     if value is None:
         return "nil"
     if type(value) is bool:
@@ -648,7 +646,8 @@ def _scalar_text(value: object) -> str:
     if type(value) is msgpack.Timestamp:
         return _cut(_timestamp_text(value))
     if isinstance(value, msgpack.ExtType | _ReservedExt):  # (a msgpack ext is one of these two exactly)
-        return f"ext {value.code} {quoted(value.data)}"
+        words = f"ext {value.code} "
+        return words + quoted(value.data, MAX_QUOTED - len(words))
     return quoted(_as_sent(value))
 
 

@@ -1106,15 +1106,45 @@ def test_a_key_that_is_no_string_inside_a_map_is_refused_in_one_clause(
 
 
 def test_an_ext_key_too_long_to_quote_whole_is_refused_in_one_clause_naming_the_kind() -> None:
-    """An ext key whose data is cut short says the data's length and the frame's kind in one clause."""
+    """An ext key whose data is cut short says the data's length and the frame's kind in one clause; the
+    words "ext 5 " and the data's quote in at most MAX_QUOTED characters together."""
     e = _decoding_error(_send_with_key(P(msgpack.ExtType(5, b"k" * 5000))))
     assert (e.code, e.field, e.request_id) == (
         wire.ErrorCode.WRONG_TYPE,
-        f"envelopes[0].ext 5 {b'k' * 57!r}… (5,000 bytes)",
+        f"envelopes[0].ext 5 {b'k' * 51!r}… (5,000 bytes)",
         9,
     )
     assert e.message == (
-        f"the keys of envelopes[0] must be strings; got the key ext 5 {b'k' * 57!r}…, 5,000 bytes, in a 'send' frame"
+        f"the keys of envelopes[0] must be strings; got the key ext 5 {b'k' * 51!r}…, 5,000 bytes, in a 'send' frame"
+    )
+
+
+def _packed_ext(code: int, data: bytes) -> bytes:
+    """An ext of any type, -128 to 127 (msgpack's ExtType packs 0 to 127 only), as msgpack writes it."""
+    head = b"\xc7" + bytes([len(data)]) if len(data) < 256 else b"\xc8" + len(data).to_bytes(2, "big")
+    return head + code.to_bytes(1, "big", signed=True) + data
+
+
+@pytest.mark.parametrize("code", [-128, -2, 5, 127])
+@pytest.mark.parametrize("data", [b"k" * 64, b"\x00" * 64, b"k" * 5000], ids=["64", "escaped", "5000"])
+def test_an_ext_key_is_named_within_the_quote_limit_its_words_counted(code: int, data: bytes) -> None:
+    """An ext key's text was "ext -128 " and then a quote of up to MAX_QUOTED characters of its data: up
+    to 69 characters where docs/protocol.md says a key is quoted in at most 60. Now the words and the
+    quote together are at most MAX_QUOTED, then "…" and the data's length, as any quote cut short."""
+    body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + _packed_ext(code, data) + P(1)
+    e = _decoding_error(_frame(bytes([body[0] + 1]) + body[1:], raw=True))
+    words = f"ext {code} "
+    assert e.code == wire.ErrorCode.WRONG_TYPE and e.field.startswith(words), e
+    quote, cut_short, length = e.field.partition("… (")
+    assert cut_short and length == f"{len(data):,} bytes)", e.field
+    assert len(quote) <= wire.MAX_QUOTED < len(quote) + 4, e.field  # (an escape is 4 characters)
+    assert quote == words + repr(data[: (len(quote) - len(words) - 3) // len(repr(data[:1])[2:-1])]), e.field
+    assert e.message == (
+        f"the keys of the frame must be strings; got the key {quote}…, {len(data):,} bytes, in a 'ping' frame"
+    )
+    assert (
+        wire.value_text(msgpack.ExtType(code, data) if code >= 0 else wire._ReservedExt(code, data))
+        == e.field
     )
 
 
