@@ -24,7 +24,7 @@ import msgpack
 from relaysim.clients import _primitives as _p
 from relaysim.clients import _xeddsa, spec
 from relaysim.clients.errors import UsageError
-from relaysim.relay.wire import KEM_KEY_TYPE, MsgpackError, unpack_value
+from relaysim.relay.wire import KEM_KEY_TYPE, MsgpackError, type_name, unpack_value, value_text
 
 __all__ = [
     "BundleError",
@@ -89,17 +89,37 @@ class IdentityKeyPair:
         return _xeddsa.xeddsa_sign(self.pair.private, message, random64, key_pair=self._edwards)
 
 
+# What a bundle's check got is said in msgpack's words, as the wire says it (relay.wire.type_name,
+# relay.wire.value_text): "got nil", "got ext -2 b'\\x00'", never Python's "NoneType" or "ExtType(...)".
 def _check_len(name: str, value: object, n: int) -> bytes:
     if not isinstance(value, bytes) or len(value) != n:
-        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type_name(value)
         raise BundleError(f"{name} must be {n} bytes, got {got}")
     return value
 
 
 def _check_id(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
-        raise BundleError(f"{name} must be an integer from 0 to 2**32-1, got {value!r}")
+        raise BundleError(f"{name} must be an integer from 0 to 2**32-1, got {value_text(value)}")
     return value
+
+
+def _items(name: str, value: object, shape: str) -> list[Any] | tuple[Any, ...]:
+    """``value``, a prekey of a bundle read from msgpack, when it is an array of the items ``shape``
+    names (``[id, public, signature, last_resort?]``: ``?`` marks one that may be left out); else a
+    BundleError in msgpack's words, "signed_prekey must be the array [id, public, signature], got nil" (it
+    was spread as Python's arguments: a bin's bytes read as its id and key, "signed_prekey.public must be
+    32 bytes, got int", and nil or a short array said in Python's words, "argument after * must be an
+    iterable, not NoneType", "missing 1 required positional argument")."""
+    names = shape[1:-1].split(", ")
+    most, least = len(names), len([n for n in names if not n.endswith("?")])
+    if type(value) is list or type(value) is tuple:
+        if least <= len(value) <= most:
+            return value
+        got = f"an array of {len(value)} item{'' if len(value) == 1 else 's'}"
+    else:
+        got = type_name(value)
+    raise BundleError(f"{name} must be the array {shape}, got {got}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +203,13 @@ class PreKeyBundle:
         try:
             return cls(
                 identity_key=ik,
-                signed_prekey=SignedPreKey(*spk),
-                one_time_prekey=None if opk is None else OneTimePreKey(*opk),
-                kem_prekey=None if kem is None else KemPreKey(*kem),
+                signed_prekey=SignedPreKey(*_items("signed_prekey", spk, "[id, public, signature]")),
+                one_time_prekey=None
+                if opk is None
+                else OneTimePreKey(*_items("one_time_prekey", opk, "[id, public]")),
+                kem_prekey=None
+                if kem is None
+                else KemPreKey(*_items("kem_prekey", kem, "[id, public, signature, last_resort?]")),
             )
         except (TypeError, ValueError) as exc:
             raise BundleError(f"malformed prekey bundle: {exc}") from None

@@ -306,12 +306,12 @@ def decode_head(data: bytes) -> TreeHead:
     size, stamp, root, signature = obj
     for name, value in (("tree_size", size), ("timestamp", stamp)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
-            raise ProofError(
-                f"gossiped tree head: {name} must be an integer from 0 to 2**64 - 1, got {value!r}"
+            raise ProofError(  # (what it got in msgpack's words, nil, true, ext 5 b'x', as the wire says it)
+                f"gossiped tree head: {name} must be an integer from 0 to 2**64 - 1, got {wire.value_text(value)}"
             )
     for name, value, n in (("root_hash", root, 32), ("signature", signature, 64)):
         if not isinstance(value, bytes) or len(value) != n:
-            got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+            got = f"{len(value)} bytes" if isinstance(value, bytes) else wire.type_name(value)
             raise ProofError(f"gossiped tree head: {name} must be {n} bytes, got {got}")
     return TreeHead(size, stamp, root, signature)
 

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
-from relaysim.relay.wire import MAX_ACCOUNT_LEN, MsgpackError, quoted, unpack_value
+from relaysim.relay.wire import MAX_ACCOUNT_LEN, MsgpackError, quoted, unpack_value, value_text
 
 __all__ = [
     "MAX_CERTIFICATE_DEVICE_ID",
@@ -71,9 +71,12 @@ def _pack(obj: list[Any]) -> bytes:
 
 
 def _check_uint(what: str, name: str, value: object, low: int, high: int) -> None:
-    # type() is int, not isinstance: msgpack's true and false unpack as bools, ints equal to 1 and 0
+    # type() is int, not isinstance: msgpack's true and false unpack as bools, ints equal to 1 and 0; what
+    # it got said in msgpack's words (nil, true, ext 5 b'x'), never Python's (relay.wire.value_text)
     if type(value) is not int or not low <= value <= high:
-        raise CertificateError(f"{what}: {name} must be an integer from {low} to {high}, got {quoted(value)}")
+        raise CertificateError(
+            f"{what}: {name} must be an integer from {low} to {high}, got {value_text(value)}"
+        )
 
 
 def _check_sender(sender: str) -> None:

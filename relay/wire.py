@@ -132,7 +132,9 @@ __all__ = [
     "prechecked",
     "quoted",
     "signed_prekey_message",
+    "type_name",
     "unpack_value",
+    "value_text",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -152,7 +154,8 @@ _PREFIX = struct.Struct(">I")
 class _ReservedExt(typing.NamedTuple):
     """An ext value of a type msgpack reserves (-128 to -2; -1 is its timestamp), which msgpack's own
     ExtType will not hold ("code must be 0~127": a body holding one was refused as not msgpack at all).
-    Named ExtType, as msgpack's is, so that an error shows one as it shows any ext."""
+    Named ExtType, as msgpack's is, so that a repr (a debugger's, a failing test's) shows one as any ext;
+    an error names it in msgpack's words, ``ext -2 b'\\x00'``, as any ext (:func:`value_text`)."""
 
     code: int
     data: bytes
@@ -454,12 +457,13 @@ def _clipped(text: str, most: int = MAX_ERROR_TEXT) -> str:
 MAX_QUOTED: Final = 60
 
 
-def quoted(value: object) -> str:
+def quoted(value: object, most: int = MAX_QUOTED) -> str:
     """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
-    at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
-    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``; an integer
-    by how many digits it has (``an integer of 400 digits``); anything else by its repr's first
-    MAX_QUOTED characters, "…" and its length (:func:`cut`). The one
+    at most ``most`` (MAX_QUOTED) characters; else the repr of its first characters (a str's or a bin's, so
+    that the quote closes) within ``most``, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``; an
+    integer by how many digits it has (``an integer of 400 digits``); anything else by its repr's first
+    ``most`` characters, "…" and its length (:func:`cut`). A quote that follows words of its own within
+    the limit (an ext's data after ``ext 5 ``: :func:`value_text`) is given a smaller ``most``. The one
     rule for what the relay's errors quote of what it was given (a repr shows control characters
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
     option's word (relay.server), a limit's value (relay.limits), and, by its twin sims.analysis.runfiles.brief
@@ -472,33 +476,29 @@ def quoted(value: object) -> str:
             digits = len(str(abs(value)))
         except ValueError:  # (past sys.get_int_max_str_digits(): Python will not say them)
             digits = 0
-        if not digits or digits + (value < 0) > MAX_QUOTED:
+        if not digits or digits + (value < 0) > most:
             amount = f"{digits:,}" if digits else f"more than {sys.get_int_max_str_digits():,}"
             return f"{'a negative' if value < 0 else 'an'} integer of {amount} digits"
     shown = repr(value)
-    if len(shown) <= MAX_QUOTED:
+    if len(shown) <= most:
         return shown
     if type(value) is str or type(value) is bytes:
-        head = value[: MAX_QUOTED - 3]  # (a character's repr is mostly itself: no pass of the loop)
-        while len(repr(head)) > MAX_QUOTED:  # (escapes: "\\n", "\\x00")
+        head = value[: most - 3]  # (a character's repr is mostly itself: no pass of the loop)
+        while len(repr(head)) > most:  # (escapes: "\\n", "\\x00")
             head = head[:-1]
         unit = "characters" if type(value) is str else "bytes"
         return f"{head!r}… ({len(value):,} {unit})"
-    return cut(shown)
+    return cut(shown, most)
 
 
-def cut(shown: str) -> str:
+def cut(shown: str, most: int = MAX_QUOTED) -> str:
     """``shown`` (how an error shows a value that is no str or bin: a repr, or a value in a format of its
-    own, unquoted) whole when it is at most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how
-    long it is: the rule of :func:`quoted` for what has no quote to close. A str read with
+    own, unquoted) whole when it is at most ``most`` (MAX_QUOTED) characters, else its first ``most``, "…"
+    and how long it is: the rule of :func:`quoted` for what has no quote to close. A str read with
     ``surrogateescape`` (not UTF-8) in it is shown by its bytes' escapes, ``\\xff``, never ``\\udcff``
     (:func:`_bytes_escaped`)."""
     shown = _bytes_escaped(shown)
-    return (
-        shown
-        if len(shown) <= MAX_QUOTED
-        else f"{_whole_head(shown, MAX_QUOTED)}… ({len(shown):,} characters)"
-    )
+    return shown if len(shown) <= most else f"{_whole_head(shown, most)}… ({len(shown):,} characters)"
 
 
 # One thing a shown text says: an escape as a repr writes one (``\\``, ``\n``, ``\x1b``, ``\u2028``,
@@ -598,7 +598,7 @@ def _key_name(key: object) -> str:
     """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
     short enough to be quoted whole, MAX_QUOTED - 2 characters; printable, no blank at either end, no
     ``.`` or ``[`` a path would misread, no ``…``, which says that something is left out) as itself; any
-    other key as :func:`_key_text` shows it (``''``, ``'a\\nb'``, ``5``, ``b'x'``, ``{1: 2}``, ``[1, 2]``,
+    other key as :func:`value_text` shows it (``''``, ``'a\\nb'``, ``5``, ``b'x'``, ``{1: 2}``, ``[1, 2]``,
     ``ext 5 b'x'``, a long one cut ``'kkk…kk'… (5,000 characters)``): so a field names a key in at most
     MAX_QUOTED characters of quote, as the message does (a field of a 5,000-character key was the key,
     cut at 4,096 characters: neither the key nor its quote, and an error frame of up to 16 KiB, 4 bytes a
@@ -614,25 +614,31 @@ def _key_name(key: object) -> str:
         and "…" not in key
     ):
         return key
-    return _key_text(key)
+    return value_text(key)
 
 
-def _key_text(key: object) -> str:
-    """A map's key a peer sent as an error's message and its ``field`` show it, in the protocol's
-    (msgpack's) words, never a Python class's or repr's: a map or an array as :func:`_shown_key` shows
-    it, ``{1: 2}``, ``[1, 2]``; any other key as :func:`_scalar_text` shows it (``'a'``, ``5``,
-    ``b'x'``, ``nil``, ``true``, ``ext 5 b'x'``, ``timestamp 1970-01-01T00:00:01Z``)."""
-    if type(key) is _Pairs or type(key) is list:  # a map or an array (a body read as _Pairs)
-        return _cut(_shown_key(key))
-    return _scalar_text(key)
+def value_text(value: object) -> str:
+    """A value a peer sent, a map's key or a value of the wrong type, as an error's message and its
+    ``field`` show it, in the protocol's (msgpack's) words, never a Python class's or repr's: a map or an
+    array by its items in brackets, ``{1: 2}``, ``[1, 2]`` (:func:`_shown_key`; a tuple, as this side
+    builds an array, too, never ``(1, 2)``), cut as :func:`cut` cuts; any other as :func:`_scalar_text`
+    shows it (``'a'``, ``5``, ``b'x'``, ``nil``, ``true``, ``ext 5 b'x'``, ``timestamp
+    1970-01-01T00:00:01Z``). The one rule for the wire's errors and for every reader of msgpack a peer
+    sent that names what it got (relay.certificates; clients.keys and clients.transparency import it:
+    clients may import relay.wire, never the reverse); in at most MAX_QUOTED characters, then "…" and how
+    long it is."""
+    if type(value) is _Pairs or type(value) in (dict, list, tuple):  # a map (a body read as _Pairs), an array
+        return _cut(_shown_key(value))
+    return _scalar_text(value)
 
 
 def _scalar_text(value: object) -> str:
-    """A value that is no map or array, a key or an item of one, as :func:`_key_text` shows it: nil and
+    """A value that is no map or array, a key or an item of one, as :func:`value_text` shows it: nil and
     the bools by msgpack's names, ``nil``, ``true``, ``false`` (not Python's ``None``, ``True``); an ext
-    by its type and its data, ``ext 5 b'x'``, the data quoted as any bin; a timestamp (ext -1) as the
-    instant it is (:func:`_timestamp_text`); any other, a str, an int, a float or a bin, as
-    :func:`quoted` shows it."""
+    by its type and its data, ``ext 5 b'x'``, the data quoted as any bin, within MAX_QUOTED characters
+    with ``ext 5 `` (``ext -128 b'kkk…'… (64 bytes)``, never a quote of MAX_QUOTED after the words); a
+    timestamp (ext -1) as the instant it is (:func:`_timestamp_text`); any other, a str, an int, a float
+    or a bin, as :func:`quoted` shows it."""
     if value is None:
         return "nil"
     if type(value) is bool:
@@ -640,7 +646,8 @@ def _scalar_text(value: object) -> str:
     if type(value) is msgpack.Timestamp:
         return _cut(_timestamp_text(value))
     if isinstance(value, msgpack.ExtType | _ReservedExt):  # (a msgpack ext is one of these two exactly)
-        return f"ext {value.code} {quoted(value.data)}"
+        words = f"ext {value.code} "
+        return words + quoted(value.data, MAX_QUOTED - len(words))
     return quoted(_as_sent(value))
 
 
@@ -670,12 +677,12 @@ def _timestamp_text(value: msgpack.Timestamp) -> str:
 
 def _the_key(key: object) -> str:
     """A key that is no string as a refusal's message says what it got: its msgpack type and its text
-    (:func:`_key_text`), ``the bin key b'x'``, ``the bool key true``, ``the array key [1, 2]``; nil, an
+    (:func:`value_text`), ``the bin key b'x'``, ``the bool key true``, ``the array key [1, 2]``; nil, an
     ext or a timestamp, whose text says its type, by its text alone, ``the key nil``, ``the key ext 5
     b'x'``, ``the key timestamp 1970-01-01T00:00:01Z``."""
     if type(key) in _TYPED_TEXT:
-        return f"the key {_key_text(key)}"
-    return f"the {_type_name(key)} key {_key_text(key)}"
+        return f"the key {value_text(key)}"
+    return f"the {type_name(key)} key {value_text(key)}"
 
 
 # What a value is, in the protocol's words (msgpack's types): by its class, then (a value this side
@@ -694,15 +701,16 @@ _TYPE_NAMES: Final[dict[type, str]] = {
     msgpack.ExtType: "ext",
     msgpack.Timestamp: "timestamp (ext -1)",
 }
-# The keys whose text (:func:`_key_text`) says their msgpack type: nil's, an ext's, a timestamp's.
+# The keys whose text (:func:`value_text`) says their msgpack type: nil's, an ext's, a timestamp's.
 _TYPED_TEXT: Final = frozenset({type(None), msgpack.ExtType, _ReservedExt, msgpack.Timestamp})
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     """What ``value`` is, as an error says what it got: its msgpack type (``nil``, ``int``, ``bin``,
     ``array``, ``map``, ``timestamp (ext -1)``...), never this side's class names; a value msgpack has no
     type for (only in a frame this side builds: a peer's frame holds msgpack's types alone) is "a value
-    of no msgpack type"."""
+    of no msgpack type". The wire's and the other msgpack readers' (relay.certificates, clients.keys,
+    clients.transparency) one rule for a type, as :func:`value_text` is for a value."""
     if value is None:
         return "nil"
     name = _TYPE_NAMES.get(type(value))
@@ -732,7 +740,7 @@ class _Spec:
 
     def _wrong_type(self, value: object, name: str) -> LocalProtocolError:
         return LocalProtocolError(
-            ErrorCode.WRONG_TYPE, f"{name} must be {self.describe}, got {_type_name(value)}", field=name
+            ErrorCode.WRONG_TYPE, f"{name} must be {self.describe}, got {type_name(value)}", field=name
         )
 
 
@@ -843,7 +851,7 @@ class _Struct(_Spec):
                 if isinstance(value, Message)
                 else "a map not built as one"
                 if isinstance(value, dict)
-                else _type_name(value)
+                else type_name(value)
             )
             raise LocalProtocolError(
                 ErrorCode.WRONG_TYPE, f"{name} must be the map {_keys_of(self.cls)}, got {got}", field=name
@@ -1120,8 +1128,13 @@ class Message:
         names, fields, plain = cls._decode_plan()
         for key in raw:
             if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
+                # A frame's own map is "the frame", its kind said after, as where a key that is a map or an
+                # array, or two keys held as one, are refused (_refuse_unhashable_key, _check_keys_once):
+                # one wording for one refusal, "the keys of the frame must be strings; got ... (in a
+                # 'ping' frame)", never "the keys of a 'ping' frame" for some keys alone.
                 got = f" must be strings; got {_the_key(key)}"
-                raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got)
+                frame = "the frame" if isinstance(getattr(cls, "kind", None), str) else None
+                raise _in_map(ErrorCode.WRONG_TYPE, _key_name(key), "the keys of ", cls, got, where=frame)
             if key not in names:
                 raise _in_map(
                     ErrorCode.UNKNOWN_FIELD, _key_name(key), f"unknown field {quoted(key)} in ", cls
@@ -2078,15 +2091,17 @@ CLOSED: Final = _Event.CLOSED
 
 def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
     message = e.message
-    if kind is not None and f"{quoted(kind)} frame" not in message and _in_a_frame(kind) not in message:
+    if kind is not None and not message.endswith((f" in a {quoted(kind)} frame", _in_a_frame(kind))):
         # Every refusal of a field of a frame whose kind is a str names the kind (with the field's path and
-        # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``).
+        # the request's id: the field alone does not say which frame, e.g. ``envelopes[0].device``). A
+        # message names it already only at its end ("unknown field 'x' in a 'ping' frame", _where): a
+        # key's quote that holds "'ping' frame" (b"'ping' frame", a key that is no string) is no naming.
         message = _in_frame(message, _in_a_frame(kind))
     return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
 
 
 # How :func:`quoted` and :func:`cut` end what they cut short: "…" and its length in parentheses; and how
-# :func:`_type_name` names a timestamp, "timestamp (ext -1)": what a message may end with in parentheses.
+# :func:`type_name` names a timestamp, "timestamp (ext -1)": what a message may end with in parentheses.
 _CUT_LENGTH: Final = re.compile(r"(?<=…) \(([0-9][0-9,]* (?:characters|bytes))\)\Z")
 _CLOSING_ASIDE: Final = re.compile(f"{_CUT_LENGTH.pattern}|(?<=timestamp) \\((ext -1)\\)\\Z")
 
@@ -2121,12 +2136,12 @@ def _where(cls: type[Message]) -> str:
 
 
 def _in_map(
-    code: ErrorCode, key: str, before: str, cls: type[Message], after: str = ""
+    code: ErrorCode, key: str, before: str, cls: type[Message], after: str = "", *, where: str | None = None
 ) -> LocalProtocolError:
     """The refusal of the key ``key`` (its field, as :func:`_key_name` names it) of a map of ``cls``:
-    ``before``, the map (:func:`_where`), ``after``; said again of that map's path once a map holding it
-    knows the path (the key's path without its last step)."""
-    error = LocalProtocolError(code, f"{before}{_where(cls)}{after}", field=key)
+    ``before``, the map (``where``, else :func:`_where`), ``after``; said again of that map's path once a
+    map holding it knows the path (the key's path without its last step)."""
+    error = LocalProtocolError(code, f"{before}{where or _where(cls)}{after}", field=key)
 
     def by_path(path: str) -> str:
         where = path[: len(path) - len(key)] if path.endswith(key) else path
@@ -2735,23 +2750,27 @@ def _value_at(fed: _Fed, view: memoryview, at: int) -> Any:
 
 
 def _shown_key(value: Any, depth: int = 0) -> str:
-    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it, in msgpack's
-    (and JSON's) brackets: a map as ``{1: 2}``, an array as ``[1, 2]``, ``[1]`` (never Python's tuple,
-    ``(1, 2)``: a path puts a "." before it, ``to.[1, 2]``, so that it never reads as an index,
-    :func:`_path_text`). At most 8 items and 3 levels of it (a key may be nested as deep as msgpack
-    unpacks, and as long as a frame), then "…"; each value that is no map or array in it as
-    :func:`_scalar_text` shows one (a str or a bin :func:`quoted`, an ext ``ext 5 b'x'``)."""
-    if type(value) is _Pairs or type(value) is list:
+    """A map or an array, a key read by ``_refuse_unhashable_key`` (a map as its pairs) or a value (a map
+    as a dict; an array this side builds as a tuple), as an error shows it, in msgpack's (and JSON's)
+    brackets: a map as ``{1: 2}``, an array as ``[1, 2]``, ``[1]`` (never Python's tuple, ``(1, 2)``: a
+    path puts a "." before it, ``to.[1, 2]``, so that it never reads as an index, :func:`_path_text`). At
+    most 8 items and 3 levels of it (a key may be nested as deep as msgpack unpacks, and as long as a
+    frame), then "…"; each value that is no map or array in it as :func:`_scalar_text` shows one (a str
+    or a bin :func:`quoted`, an ext ``ext 5 b'x'``, nil ``nil``)."""
+    kind = type(value)
+    if kind is _Pairs or kind is dict or kind is list or kind is tuple:
+        is_map = kind is _Pairs or kind is dict
         if depth == 3:
-            return "{…}" if type(value) is _Pairs else "[…]"
-        if type(value) is _Pairs:
-            items = [f"{_shown_key(k, depth + 1)}: {_shown_key(v, depth + 1)}" for k, v in value[:8]]
+            return "{…}" if is_map else "[…]"
+        if is_map:
+            pairs = itertools.islice(value.items() if kind is dict else value, 8)
+            items = [f"{_shown_key(k, depth + 1)}: {_shown_key(v, depth + 1)}" for k, v in pairs]
         else:
             items = [_shown_key(v, depth + 1) for v in value[:8]]
         if len(value) > 8:
             items.append("…")
         inner = ", ".join(items)
-        return f"{{{inner}}}" if type(value) is _Pairs else f"[{inner}]"
+        return f"{{{inner}}}" if is_map else f"[{inner}]"
     return _scalar_text(value)
 
 
@@ -2904,7 +2923,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {_key_text(key)} more than once{within}; each key once{in_kind}",
+            f"frame body names the key {value_text(key)} more than once{within}; each key once{in_kind}",
             field=where,
             request_id=request_id,
         )
@@ -2995,7 +3014,7 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
     """``decode_body`` after msgpack, without the fast path: each check in turn, each error its own."""
     if type(raw) is not dict:
         raise RemoteProtocolError(
-            ErrorCode.NOT_A_MAP, f"frame body must be a msgpack map, got {_type_name(raw)}"
+            ErrorCode.NOT_A_MAP, f"frame body must be a msgpack map, got {type_name(raw)}"
         )
     request_id = 0
     try:
@@ -3018,7 +3037,7 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
         kind = raw["kind"]
         if type(kind) is not str:
             raise LocalProtocolError(
-                ErrorCode.WRONG_TYPE, f"kind must be a string, got {_type_name(kind)}", field="kind"
+                ErrorCode.WRONG_TYPE, f"kind must be a string, got {type_name(kind)}", field="kind"
             )
         cls = kinds.get(kind)
         if cls is None:
@@ -3217,9 +3236,11 @@ KT_HEAD_VERSION = 1
 def kt_leaf(account: str, device: int, identity_key: bytes) -> bytes:
     """The log entry for one device's identity key: msgpack [version, account, device, key]."""
     if not isinstance(account, str) or not account:
-        raise ValueError(f"key transparency leaf: account must be a non-empty string, not {account!r}")
+        raise ValueError(
+            f"key transparency leaf: account must be a non-empty string, not {value_text(account)}"
+        )
     if not isinstance(device, int) or isinstance(device, bool) or device < 1:
-        raise ValueError(f"key transparency leaf: device must be an integer >= 1, not {device!r}")
+        raise ValueError(f"key transparency leaf: device must be an integer >= 1, not {value_text(device)}")
     if not isinstance(identity_key, bytes) or len(identity_key) != KEY_SIZE:
         raise ValueError(f"key transparency leaf: identity_key must be {KEY_SIZE} bytes")
     return msgpack.packb([KT_LEAF_VERSION, account, device, identity_key], use_bin_type=True)

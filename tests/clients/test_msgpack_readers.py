@@ -6,6 +6,8 @@ wire says it, not in msgpack's words (which differ between its versions)."""
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import msgpack
 import pytest
 
@@ -14,8 +16,10 @@ from relaysim.clients.keys import BundleError, PreKeyBundle
 from relaysim.relay import wire
 from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerCertificate
 
+_P = msgpack.packb
+_SPK = b"\x93\x01" + _P(b"k" * 32) + _P(b"s" * 64)  # a signed prekey [id, public, signature]
 RESERVED = b"\xd4\xfe\x00"  # an ext of type -2 (msgpack reserves -128 to -2), one byte of data
-SHOWN = "ExtType(code=-2, data=b'\\x00')"
+SHOWN = "ext -2 b'\\x00'"  # (in msgpack's words, as the wire names it: never Python's ExtType(code=-2, ...))
 BAD_TIMESTAMP = b"\xd5\xff\x00\x00"  # an ext -1 of 2 bytes: no timestamp
 TIMESTAMP_SAID = "not one msgpack value: it holds a timestamp (ext -1) that is not one"
 
@@ -111,6 +115,98 @@ def test_a_fault_msgpack_refuses_is_said_in_the_wire_s_words(
     assert str(info.value).startswith(said), str(info.value)
 
 
+_IN_PYTHON_S_WORDS = ("None", "True", "False", "ExtType", "Timestamp", "NoneType", "list", "dict", "tuple")
+
+# Each reader's place for an integer, bytes and an array, a value of the wrong type put there (packed), and
+# what it says of it.
+_INT_PLACES: Final = [
+    (ServerCertificate.decode, lambda v: b"\x93" + v + b"\xc4\x01a\xc4\x01b", "server certificate: key_id must be an integer from 0 to 4294967295, got"),
+    (kt.decode_head, lambda v: b"\x94" + v + b"\x01\xc4\x00\xc4\x00", "gossiped tree head: tree_size must be an integer from 0 to 2**64 - 1, got"),
+    (wire.kt_leaf_decode, lambda v: b"\x94\x01\xa1a" + v + b"\xc4\x00", "key transparency leaf: device must be an integer >= 1, not"),
+    (PreKeyBundle.decode, lambda v: b"\x94" + _P(b"k" * 32) + b"\x93" + v + _P(b"k" * 32) + _P(b"s" * 64) + b"\xc0\xc0", "signed_prekey.id must be an integer from 0 to 2**32-1, got"),
+]  # fmt: skip
+_BYTES_PLACES: Final = [
+    (kt.decode_head, lambda v: b"\x94\x01\x01" + v + b"\xc4\x00", "gossiped tree head: root_hash must be 32 bytes, got"),
+    (PreKeyBundle.decode, lambda v: b"\x94" + v + b"\x93\x00" + _P(b"k" * 32) + _P(b"s" * 64) + b"\xc0\xc0", "identity_key must be 32 bytes, got"),
+    (PreKeyBundle.decode, lambda v: b"\x94" + _P(b"k" * 32) + v + b"\xc0\xc0", "signed_prekey must be the array [id, public, signature], got"),
+]  # fmt: skip
+_WRONG: Final = [
+    (b"\xc0", "nil", "nil"),
+    (b"\xc3", "true", "bool"),
+    (RESERVED, SHOWN, "ext"),
+    (msgpack.packb(msgpack.ExtType(5, b"x")), "ext 5 b'x'", "ext"),
+    (msgpack.packb(msgpack.Timestamp(1, 0)), "timestamp 1970-01-01T00:00:01Z", "timestamp (ext -1)"),
+    (b"\x91\xc0", "[nil]", "array"),
+    (b"\x81\x01\xc2", "{1: false}", "map"),
+]
+_WRONG_IDS: Final = ["nil", "true", "reserved-ext", "ext", "timestamp", "array", "map"]
+
+
+@pytest.mark.parametrize(("packed", "value", "_type"), _WRONG, ids=_WRONG_IDS)
+@pytest.mark.parametrize(
+    ("decode", "data", "said"), _INT_PLACES, ids=["certificate", "tree-head", "leaf", "bundle"]
+)
+def test_a_value_of_the_wrong_type_is_named_in_msgpack_s_words(
+    decode: Any, data: Any, said: str, packed: bytes, value: str, _type: str
+) -> None:
+    """Where an integer belongs, the readers named what they got by Python's repr: "got None", "got True",
+    "got ExtType(code=-2, data=b'\\x00')", "not Timestamp(seconds=1, nanoseconds=0)", "got [None]",
+    "got {1: False}". Now as the wire names a key (relay.wire.value_text): nil, true, ext -2 b'\\x00',
+    timestamp 1970-01-01T00:00:01Z, [nil], {1: false}."""
+    with pytest.raises(Exception) as info:
+        decode(data(packed))
+    assert str(info.value) == f"{said} {value}"
+    assert not any(python in str(info.value) for python in _IN_PYTHON_S_WORDS), info.value
+
+
+@pytest.mark.parametrize(("packed", "_value", "type_"), _WRONG, ids=_WRONG_IDS)
+@pytest.mark.parametrize(
+    ("decode", "data", "said"), _BYTES_PLACES, ids=["tree-head", "bundle-key", "bundle-prekey"]
+)
+def test_a_value_where_bytes_or_an_array_belong_is_named_by_its_msgpack_type(
+    decode: Any, data: Any, said: str, packed: bytes, _value: str, type_: str
+) -> None:
+    """Where bytes belong, the readers named what they got by its Python class, "got NoneType", "got
+    ExtType", "got Timestamp", "got list"; where a prekey's array belongs, a bundle spread it as Python's
+    arguments ("argument after * must be an iterable, not NoneType"). Now by its msgpack type, as the wire
+    names a field's (relay.wire.type_name)."""
+    if said.startswith("signed_prekey must be") and type_ == "array":
+        type_ = "an array of 1 item"
+    with pytest.raises(Exception) as info:
+        decode(data(packed))
+    assert str(info.value) == f"{said} {type_}"
+    assert not any(python in str(info.value) for python in _IN_PYTHON_S_WORDS), info.value
+
+
+@pytest.mark.parametrize(
+    ("prekeys", "said"),
+    [
+        ([_P(b"abc"), b"\xc0", b"\xc0"], "signed_prekey must be the array [id, public, signature], got bin"),
+        ([b"\x92\x01" + _P(b"k" * 32), b"\xc0", b"\xc0"], "signed_prekey must be the array [id, public, signature], got an array of 2 items"),
+        ([_SPK, b"\x93\x01" + _P(b"k" * 32) + b"\x01", b"\xc0"], "one_time_prekey must be the array [id, public], got an array of 3 items"),
+        ([_SPK, b"\xc0", b"\x92\x01\x01"], "kem_prekey must be the array [id, public, signature, last_resort?], got an array of 2 items"),
+        ([_SPK, b"\xc0", _P("abc")], "kem_prekey must be the array [id, public, signature, last_resort?], got str"),
+    ],
+    ids=["bin", "short", "long", "kem-short", "kem-str"],
+)  # fmt: skip
+def test_a_bundle_s_prekey_that_is_no_array_of_its_items_is_refused_as_such(
+    prekeys: list[bytes], said: str
+) -> None:
+    """A bundle spread each prekey as Python's arguments: a bin's bytes were read as its id and its key
+    ("signed_prekey.public must be 32 bytes, got int"), a str's characters too, and an array too short or
+    too long was said in Python's words ("SignedPreKey.__init__() missing 1 required positional argument:
+    'signature'", "takes 3 positional arguments but 4 were given")."""
+    with pytest.raises(BundleError) as info:
+        PreKeyBundle.decode(b"\x94" + _P(b"k" * 32) + b"".join(prekeys))
+    assert str(info.value) == said
+
+
+def test_a_bundle_whose_kem_prekey_leaves_out_last_resort_is_read() -> None:
+    kem = b"\x93\x01" + _P(b"k" * 1568) + _P(b"s" * 64)
+    bundle = PreKeyBundle.decode(b"\x94" + _P(b"k" * 32) + _SPK + b"\xc0" + kem)
+    assert bundle.kem_prekey is not None and bundle.kem_prekey.last_resort is False
+
+
 def test_unpack_value_reads_what_msgpack_reads() -> None:
     assert wire.unpack_value(b"\x92\x01\xc4\x01a", "x") == [1, b"a"]
     assert wire.unpack_value(b"\x81\x01\x02", "x") == {1: 2}  # (keys of any type, as a frame's)
@@ -120,9 +216,6 @@ def test_unpack_value_reads_what_msgpack_reads() -> None:
         wire.MsgpackError, match=r"^x: not one msgpack value: the keys of the value must be strings"
     ):
         wire.unpack_value(b"\x81\x91\x01\x01", "x")
-
-
-_P = msgpack.packb
 
 
 @pytest.mark.parametrize(

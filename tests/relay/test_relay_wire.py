@@ -438,7 +438,10 @@ def test_a_long_key_or_kind_is_quoted_by_one_rule_its_quote_closed_and_its_lengt
     shown = repr("\x00" * ((wire.MAX_QUOTED - 2) // 4))  # 14 escapes of 4 characters, and the quotes
     assert f"unknown field {shown}… (100 characters) in" in escaped.message
     binary = _decoding_error(_frame({**BASE, b"\xff" * 100: 1}))
-    assert repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "… (100 bytes)" in binary.message
+    assert binary.message.endswith(
+        repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "…, 100 bytes, in a 'ping' frame"
+    )  # (a key that is no string, its length and the frame's kind in one clause)
+    assert binary.field == repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "… (100 bytes)"
 
 
 @pytest.mark.parametrize(
@@ -1103,16 +1106,149 @@ def test_a_key_that_is_no_string_inside_a_map_is_refused_in_one_clause(
 
 
 def test_an_ext_key_too_long_to_quote_whole_is_refused_in_one_clause_naming_the_kind() -> None:
-    """An ext key whose data is cut short says the data's length and the frame's kind in one clause."""
+    """An ext key whose data is cut short says the data's length and the frame's kind in one clause; the
+    words "ext 5 " and the data's quote in at most MAX_QUOTED characters together."""
     e = _decoding_error(_send_with_key(P(msgpack.ExtType(5, b"k" * 5000))))
     assert (e.code, e.field, e.request_id) == (
         wire.ErrorCode.WRONG_TYPE,
-        f"envelopes[0].ext 5 {b'k' * 57!r}… (5,000 bytes)",
+        f"envelopes[0].ext 5 {b'k' * 51!r}… (5,000 bytes)",
         9,
     )
     assert e.message == (
-        f"the keys of envelopes[0] must be strings; got the key ext 5 {b'k' * 57!r}…, 5,000 bytes, in a 'send' frame"
+        f"the keys of envelopes[0] must be strings; got the key ext 5 {b'k' * 51!r}…, 5,000 bytes, in a 'send' frame"
     )
+
+
+def _packed_ext(code: int, data: bytes) -> bytes:
+    """An ext of any type, -128 to 127 (msgpack's ExtType packs 0 to 127 only), as msgpack writes it."""
+    head = b"\xc7" + bytes([len(data)]) if len(data) < 256 else b"\xc8" + len(data).to_bytes(2, "big")
+    return head + code.to_bytes(1, "big", signed=True) + data
+
+
+@pytest.mark.parametrize("code", [-128, -2, 5, 127])
+@pytest.mark.parametrize("data", [b"k" * 64, b"\x00" * 64, b"k" * 5000], ids=["64", "escaped", "5000"])
+def test_an_ext_key_is_named_within_the_quote_limit_its_words_counted(code: int, data: bytes) -> None:
+    """An ext key's text was "ext -128 " and then a quote of up to MAX_QUOTED characters of its data: up
+    to 69 characters where docs/protocol.md says a key is quoted in at most 60. Now the words and the
+    quote together are at most MAX_QUOTED, then "…" and the data's length, as any quote cut short."""
+    body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + _packed_ext(code, data) + P(1)
+    e = _decoding_error(_frame(bytes([body[0] + 1]) + body[1:], raw=True))
+    words = f"ext {code} "
+    assert e.code == wire.ErrorCode.WRONG_TYPE and e.field.startswith(words), e
+    quote, cut_short, length = e.field.partition("… (")
+    assert cut_short and length == f"{len(data):,} bytes)", e.field
+    assert len(quote) <= wire.MAX_QUOTED < len(quote) + 4, e.field  # (an escape is 4 characters)
+    assert quote == words + repr(data[: (len(quote) - len(words) - 3) // len(repr(data[:1])[2:-1])]), e.field
+    assert e.message == (
+        f"the keys of the frame must be strings; got the key {quote}…, {len(data):,} bytes, in a 'ping' frame"
+    )
+    assert (
+        wire.value_text(msgpack.ExtType(code, data) if code >= 0 else wire._ReservedExt(code, data))
+        == e.field
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "got"),
+    [
+        (msgpack.packb(5), "the int key 5"),
+        (msgpack.packb(b"x"), "the bin key b'x'"),
+        (b"\xc0", "the key nil"),
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "the key ext 5 b'x'"),
+        (msgpack.packb(msgpack.Timestamp(1, 0)), "the key timestamp 1970-01-01T00:00:01Z"),
+        (b"\x92\x01\x02", "the array key [1, 2]"),  # (refused as msgpack reads the body: a dict holds none)
+        (b"\x81\x01\x02", "the map key {1: 2}"),
+    ],
+    ids=["int", "bin", "nil", "ext", "timestamp", "array", "map"],
+)
+def test_a_key_that_is_no_string_in_the_frame_s_own_map_is_refused_in_one_wording(
+    key: bytes, got: str
+) -> None:
+    """A key that is a map or an array in the frame's own map was refused "the keys of the frame must be
+    strings; got the array key [1, 2] (in a 'ping' frame)", any other "the keys of a 'ping' frame must be
+    strings; got the int key 5": two wordings of one refusal. Now one, the frame's kind said after, as
+    inside a map ("the keys of envelopes[0] must be strings; got ... (in a 'send' frame)")."""
+    body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + key + P(1)
+    e = _decoding_error(_frame(bytes([body[0] + 1]) + body[1:], raw=True))
+    assert (e.code, e.request_id) == (wire.ErrorCode.WRONG_TYPE, 9), e
+    assert e.message == f"the keys of the frame must be strings; got {got} (in a 'ping' frame)"
+
+
+def test_a_key_whose_quote_holds_the_kind_s_words_does_not_stand_for_the_kind() -> None:
+    """A refusal names the frame's kind unless the message says it already; a bin key's quote holding
+    "'ping' frame" was read as saying it, and the kind was left out."""
+    e = _decoding_error(_frame({**BASE, b"'ping' frame": 1}))
+    assert (
+        e.message
+        == "the keys of the frame must be strings; got the bin key b\"'ping' frame\" (in a 'ping' frame)"
+    )
+    e = _decoding_error(_frame({**BASE, "x": 1}))  # (named in the message's own words: once)
+    assert e.message == "unknown field 'x' in a 'ping' frame"
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (None, "nil"),
+        (True, "true"),
+        (False, "false"),
+        (msgpack.ExtType(5, b"x"), "ext 5 b'x'"),
+        (wire._ReservedExt(-2, b"\x00"), "ext -2 b'\\x00'"),
+        (msgpack.Timestamp(1, 0), "timestamp 1970-01-01T00:00:01Z"),
+        ([None, True], "[nil, true]"),
+        ((1, 2), "[1, 2]"),
+        ({1: None, "a": [b"x"]}, "{1: nil, 'a': [b'x']}"),
+        ({i: i for i in range(9)}, "{0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, …}"),
+        ([[[[1]]]], "[[[[…]]]]"),
+        ("s", "'s'"),
+        (-1, "-1"),
+    ],
+    ids=[
+        "nil",
+        "true",
+        "false",
+        "ext",
+        "reserved-ext",
+        "timestamp",
+        "array",
+        "tuple",
+        "map",
+        "long-map",
+        "deep",
+        "str",
+        "int",
+    ],
+)
+def test_a_value_is_named_in_the_protocol_s_words(value: object, said: str) -> None:
+    """relay.wire.value_text, the one rule the wire and the other msgpack readers name a value by (a
+    key's rule, for values too): never Python's None, True, ExtType(code=5, data=b'x'),
+    Timestamp(seconds=1, nanoseconds=0), a tuple's parentheses or a dict's Python reprs inside."""
+    assert wire.value_text(value) == said
+    for python in ("None", "True", "False", "ExtType", "Timestamp", "("):
+        assert python not in wire.value_text(value)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "said"),
+    [
+        ((None, 1), "account must be a non-empty string, not nil"),
+        (("a", True), "device must be an integer >= 1, not true"),
+        (
+            ("a", msgpack.Timestamp(1, 0)),
+            "device must be an integer >= 1, not timestamp 1970-01-01T00:00:01Z",
+        ),
+        (("a", [None]), "device must be an integer >= 1, not [nil]"),
+        ((msgpack.ExtType(5, b"x"), 1), "account must be a non-empty string, not ext 5 b'x'"),
+    ],
+    ids=["nil", "true", "timestamp", "array", "ext"],
+)
+def test_a_key_log_leaf_names_a_value_in_the_protocol_s_words(leaf: tuple[object, object], said: str) -> None:
+    """A key log leaf read from msgpack named what it got by Python's repr: "not None", "not True",
+    "not Timestamp(seconds=1, nanoseconds=0)", "not [None]"."""
+    account, device = leaf
+    with pytest.raises(ValueError) as info:
+        wire.kt_leaf_decode(P([wire.KT_LEAF_VERSION, account, device, b"k" * 32]))
+    assert str(info.value) == f"key transparency leaf: {said}"
 
 
 @pytest.mark.parametrize(
@@ -2139,7 +2275,7 @@ _DEVICE_BUNDLE = {
             {**BASE, "kind": "send", "to": "bob", 5: 1, "envelopes": [{"device": 1, "body": b"x"}]},
             wire.ErrorCode.WRONG_TYPE,
             "5",
-            "the keys of a 'send' frame must be strings; got the int key 5",
+            "the keys of the frame must be strings; got the int key 5 (in a 'send' frame)",
         ),
         (
             "device",
