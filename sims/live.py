@@ -1435,9 +1435,9 @@ class _LiveRun:
         does (and as ``_envelope_rows`` counts the envelopes): what happened during the wait after the end
         (run's drain) is in summary.json's ``live`` alone. A message the relay accepted then is not
         ``accepted_by_relay``, its transcript event a ``message_accepted_after_end``,
-        ``messages_accepted_after_end`` how many: by the relay's send
-        records' times where its profile keeps them exactly (``_envelope_rows`` counted the envelopes),
-        else by when the sender heard of it. A phone's read of a planned message then is no delivery
+        ``messages_accepted_after_end`` how many: by the relay's send records' times where its profile
+        keeps them exactly (``_envelope_rows`` counted the envelopes), else by when the sender heard of
+        it or a recipient read it. A phone's read of a planned message then is no delivery
         (``device_deliveries``; it is among ``still_queued_or_in_flight``), its event a
         ``message_received_after_end``, ``device_deliveries_after_end`` how many: by its time in the
         message's state (_delivered), which the event's is taken beside."""
@@ -1455,8 +1455,8 @@ class _LiveRun:
             ]
             if self.envelopes_not_counted is None and sends:
                 accepted = any(_made_by(r, relay_end) for r in sends)
-            else:
-                accepted = state.accepted_at <= end
+            else:  # (a recipient that read it by the end: the relay had it then, its answer still on its way)
+                accepted = state.accepted_at <= end or any(t <= end for t in state.delivered.values())
             if not accepted:
                 late.add(mid)
                 state.accepted_at = None

@@ -828,6 +828,76 @@ def test_a_live_run_under_a_profile_that_rounds_the_times_of_its_records_says_it
     )
 
 
+def test_a_live_run_counts_its_messages_as_they_stood_at_the_end_by_its_records_or_its_phones() -> None:
+    """_LiveRun._messages_by_the_end on four texts of a 100-second scenario (the relay's clock 1000.0 to
+    1001.0): one accepted and read before the end; one the relay accepted before it, read after it; one
+    accepted and read after it (none of the run's counts, said apart); and, where the profile keeps no
+    exact record of a send, one whose sender heard of it after the end but whose recipient read it before
+    (the relay had it then). Each event after the end is renamed, and counted apart."""
+    from relaysim.relay.metadata import MetadataRecord, RecordKind
+    from relaysim.relay.profiles import KEEP_EVERYTHING_PROFILE
+    from relaysim.sims.world.simulation import MessageState
+    from relaysim.sims.world.traffic import PlannedMessage
+
+    def state(mid: int, accepted: float, read: float) -> MessageState:
+        s = MessageState(PlannedMessage(mid, 1.0, "amira", "ben", "text"), ("ben/1",))
+        s.sent_at, s.accepted_at, s.envelope_ids = 1.0, accepted, (bytes([mid]) * 16,)
+        s.delivered["ben/1"] = read
+        return s
+
+    def send(mid: int, t: float) -> MetadataRecord:
+        eid = bytes([mid]) * 16
+        return MetadataRecord(
+            RecordKind.SEND,
+            t,
+            account="amira",
+            device=1,
+            recipient_account="ben",
+            recipient_device=1,
+            envelope_id=eid,
+        )
+
+    def events(run: Any) -> list[tuple[str, int]]:
+        return [(e["kind"], e["message"]) for e in run.events]
+
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    run.messages = {1: state(1, 50.0, 60.0), 2: state(2, 101.0, 102.0), 3: state(3, 101.0, 102.0)}
+    run.events = [
+        {"kind": kind, "message": mid, "device": "ben/1"}
+        for mid in (1, 2, 3)
+        for kind in ("message_accepted", "message_received")
+    ]
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    # message 2's send recorded before the end (its answer reached amira after it), message 3's after
+    run._messages_by_the_end(
+        {
+            s.envelope_ids[0]: [send(mid, t)]
+            for (mid, s), t in zip(run.messages.items(), (1000.5, 1000.99, 1001.01), strict=True)
+        }
+    )
+    assert [dict(s.delivered) for s in run.messages.values()] == [{"ben/1": 60.0}, {}, {}]
+    assert [s.accepted_at for s in run.messages.values()] == [50.0, 101.0, None]
+    assert events(run) == [
+        ("message_accepted", 1),
+        ("message_received", 1),
+        ("message_accepted", 2),
+        ("message_received_after_end", 2),
+        ("message_accepted_after_end", 3),
+        ("message_received_after_end", 3),
+    ]
+    assert (run.messages_accepted_after_end, run.device_deliveries_after_end) == (1, 2)
+
+    # a profile that keeps no exact record of a send: by the phones, the sender's word or the recipient's
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    run.envelopes_not_counted = "(none kept)"
+    run.messages = {1: state(1, 101.0, 99.0), 2: state(2, 101.0, 102.0)}
+    run.events = [{"kind": "message_accepted", "message": mid} for mid in (1, 2)]
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    run._messages_by_the_end({})
+    assert [s.accepted_at for s in run.messages.values()] == [101.0, None]
+    assert events(run) == [("message_accepted", 1), ("message_accepted_after_end", 2)]
+
+
 def _ben_cannot_read_it(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """Ben's phone does not read the text of ``_GONE``, in either driver: "refused" (it decrypted, from an
     identity key the user has not approved, as ``Device`` refuses one under ``identity_changes = "block"``)
