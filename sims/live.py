@@ -52,9 +52,13 @@ envelope the relay accepted as the simulator counts them, from the relay's recor
 where its profile keeps a record of each send and acknowledgement naming the device, the envelope and
 its exact time; where it keeps none, ``live.envelopes_not_counted`` says so. It counts each as it stood
 at the scenario's end, where the simulator stops, by the times of the relay's records: one the relay
-accepted after the end is not counted (``relay_records`` still counts its record), one whose
-acknowledgement it recorded after the end is ``unread``, as the simulator counts one whose
-acknowledgement is still on its way at the end. The
+accepted after the end is not counted (``relay_records`` still counts its record, and
+``live.envelopes_after_end`` says how many such records there are), one whose acknowledgement it
+recorded after the end is ``unread``, as the simulator counts one whose acknowledgement is still on
+its way at the end. ``messages`` is counted as of the end too (``_messages_by_the_end``): a planned
+message the relay accepted during the wait is not ``accepted_by_relay`` (its transcript event a
+``message_accepted_after_end``, ``live.messages_accepted_after_end`` how many), one a phone read then is
+``still_queued_or_in_flight`` (a ``message_received_after_end``, ``live.device_deliveries_after_end``). The
 scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
@@ -428,6 +432,12 @@ class _LiveRun:
         self._unread: list[tuple[str, bytes, float, str | None, str]] = []
         # why summary.json's "envelopes" could not be counted from the relay's records, if they could not
         self.envelopes_not_counted: str | None = None
+        # the envelopes the relay accepted after the scenario's end, which "envelopes" leaves out
+        # (_envelope_rows; None where it counted none), and the phones' reads of planned messages then,
+        # which "messages" leaves out (result): the simulator, which stops at the end, makes neither
+        self.envelopes_after_end: int | None = None
+        self.device_deliveries_after_end = 0
+        self.messages_accepted_after_end = 0
         # envelopes the relay still held for phones online when the drain's wait ran out (run), or None
         self.queued_when_drain_ran_out: int | None = None
         self.mismatched = 0
@@ -1426,6 +1436,8 @@ class _LiveRun:
         envelopes = ledger_by_party(by_device, ()) if by_device is not None else {}
         # the unread envelopes' records, each in its place by time (the events are in order of time)
         self.events[:] = list(heapq.merge(self.events, self._unread_records(), key=lambda e: e["t"]))
+        # (last: what the phones could not read is classified by what they had read by then, at any time)
+        self._messages_by_the_end(by_envelope)
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
@@ -1444,6 +1456,47 @@ class _LiveRun:
             envelopes=envelopes,  # no agency's devices: a live run refuses interventions (live_refusal)
             envelopes_by_device=by_device or {},
         )
+
+    def _messages_by_the_end(self, by_envelope: dict[bytes, list[MetadataRecord]]) -> None:
+        """Count the messages as they stood at the scenario's end, as the simulator, which stops there,
+        does (and as ``_envelope_rows`` counts the envelopes): what happened during the wait after the end
+        (run's drain) is in summary.json's ``live`` alone. A message the relay accepted then is not
+        ``accepted_by_relay``, its transcript event a ``message_accepted_after_end``,
+        ``messages_accepted_after_end`` how many: by the relay's send records' times where its profile
+        keeps them exactly (``_envelope_rows`` counted the envelopes), else by when the sender heard of
+        it or a recipient read it. A phone's read of a planned message then is no delivery
+        (``device_deliveries``; it is among ``still_queued_or_in_flight``), its event a
+        ``message_received_after_end``, ``device_deliveries_after_end`` how many: by its time in the
+        message's state (_delivered), which the event's is taken beside."""
+        end = self.scenario.duration
+        relay_end = self.relay_time(end)
+        late: set[int] = set()
+        for mid, state in self.messages.items():
+            if state.accepted_at is None:
+                continue
+            sends = [
+                r
+                for eid in state.envelope_ids
+                for r in by_envelope.get(eid, [])
+                if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+            ]
+            if self.envelopes_not_counted is None and sends:
+                accepted = any(_made_by(r, relay_end) for r in sends)
+            else:  # (a recipient that read it by the end: the relay had it then, its answer still on its way)
+                accepted = state.accepted_at <= end or any(t <= end for t in state.delivered.values())
+            if not accepted:
+                late.add(mid)
+                state.accepted_at = None
+        self.messages_accepted_after_end = len(late)
+        for e in self.events:
+            if e["kind"] == "message_accepted" and e["message"] in late:
+                e["kind"] = "message_accepted_after_end"
+            elif e["kind"] == "message_received" and self.messages[e["message"]].delivered[e["device"]] > end:
+                e["kind"] = "message_received_after_end"
+                self.device_deliveries_after_end += 1
+        for state in self.messages.values():
+            for name in [name for name, t in state.delivered.items() if t > end]:
+                del state.delivered[name]
 
     def _envelope_rows(
         self, records: Sequence[MetadataRecord], left: Sequence[Any]
@@ -1485,8 +1538,13 @@ class _LiveRun:
         accepted: set[bytes] = set()
         acked_ids: set[bytes] = set()
         unread: dict[str, int] = {}
+        late = 0  # (summary.json's live.envelopes_after_end)
         for r in records:
-            if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND) and _made_by(r, end):
+            if r.kind not in (RecordKind.SEND, RecordKind.SEALED_SEND):
+                continue
+            if not _made_by(r, end):
+                late += 1
+            else:
                 name = f"{r.recipient_account}/{r.recipient_device}"
                 sent[name] = sent.get(name, 0) + 1
                 if r.envelope_id is not None:
@@ -1500,6 +1558,7 @@ class _LiveRun:
                 acked_ids.add(r.envelope_id)
             else:
                 unread[name] = unread.get(name, 0) + 1
+        self.envelopes_after_end = late
         for e in left:
             if e.id in accepted:
                 name = f"{e.account}/{e.device}"
@@ -1543,6 +1602,10 @@ class _Outcome:
     envelopes_not_counted: str | None = None  # why result.envelopes is empty (_LiveRun._envelope_rows)
     # the envelopes still queued for online phones when the drain's wait ran out (_LiveRun.run), or None
     queued_when_drain_ran_out: int | None = None
+    # what happened during the wait after the end, which the summary's counts leave out (_LiveRun's)
+    envelopes_after_end: int | None = None
+    device_deliveries_after_end: int = 0
+    messages_accepted_after_end: int = 0
     provider: dict[str, Any] = field(default_factory=dict)  # provider.json (_LiveRun.provider_file)
 
 
@@ -1583,12 +1646,39 @@ async def _run_live(
         run.relay_check,
         run.envelopes_not_counted,
         run.queued_when_drain_ran_out,
+        run.envelopes_after_end,
+        run.device_deliveries_after_end,
+        run.messages_accepted_after_end,
         run.provider_file(),
     )
 
 
 def _envelopes(n: int) -> str:
     return f"{n:,} envelope{'s' if n != 1 else ''}"
+
+
+def _after_end_words(accepted: int, deliveries: int, envelopes: int | None) -> str:
+    """summary.md's words for what the run did during its wait after the scenario's end, which its
+    counts leave out (summary.json's ``live.messages_accepted_after_end``,
+    ``live.device_deliveries_after_end``, ``live.envelopes_after_end``); none when it did nothing then."""
+    said = []
+    if accepted:
+        said.append(f"the relay accepted {accepted} planned message{'s' if accepted != 1 else ''}")
+    if deliveries:
+        said.append(
+            f"the phones read {deliveries} planned message{'s' if deliveries != 1 else ''} (counted still "
+            "queued or in flight)"
+        )
+    if envelopes:
+        said.append(
+            f"the relay accepted {_envelopes(envelopes)} (among its records, none of the envelopes counted)"
+        )
+    if not said:
+        return ""
+    return (
+        f"\nDuring the wait after the scenario's end {' and '.join(said)}: the counts above are as of the end, "
+        "where the simulator stops.\n"
+    )
 
 
 def relay_to_run(t: float, t0: float, time_scale: float) -> float:
@@ -1714,6 +1804,14 @@ def run_live(
     }
     if outcome.envelopes_not_counted is not None:  # (summary.json's "envelopes" is then empty)
         summary["live"]["envelopes_not_counted"] = outcome.envelopes_not_counted
+    # what the relay and the phones did during the wait after the end, which "messages" and "envelopes"
+    # count as the simulator does, as of the end: the envelopes the relay accepted then (among
+    # relay_records' send and sealed_send; null where "envelopes" counted none), the planned messages
+    # it accepted then (not accepted_by_relay; message_accepted_after_end in the transcript) and those
+    # the phones read then (each among still_queued_or_in_flight; message_received_after_end)
+    summary["live"]["envelopes_after_end"] = outcome.envelopes_after_end
+    summary["live"]["messages_accepted_after_end"] = outcome.messages_accepted_after_end
+    summary["live"]["device_deliveries_after_end"] = outcome.device_deliveries_after_end
     # None: the wait after the end settled; else how long it waited and what was still queued then
     queued = outcome.queued_when_drain_ran_out
     summary["live"]["drain_ran_out"] = None
@@ -1747,6 +1845,11 @@ def run_live(
             else f"\nThe wait after the scenario's end ran out ({DRAIN_TIMEOUT:g} real seconds) before the run "
             f"settled: {_envelopes(queued)} still queued at the relay for phones "
             "online then. What the relay still held at the end is counted unread.\n"
+        )
+        + _after_end_words(
+            outcome.messages_accepted_after_end,
+            outcome.device_deliveries_after_end,
+            outcome.envelopes_after_end,
         )
     )
     (out / "summary.md").write_text(markdown, encoding="utf-8")

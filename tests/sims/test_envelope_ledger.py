@@ -549,10 +549,78 @@ def test_a_live_run_stops_the_relay_only_once_the_phones_acknowledgements_are_an
     scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
     result = _live(scenario, tmp_path, 0.02)
     people = result.envelopes["people"]
-    assert all(s.delivered for s in result.messages), result.messages
+    # (the last text, read after the end too, is counted as of the end: still in flight)
+    first, last = result.messages
+    assert first.delivered and first.accepted_at is not None and not last.delivered, result.messages
     assert result.queued_at_end == 0
     assert result.relay_records.get("send", 0) + result.relay_records.get("sealed_send", 0) == 2
     assert people == {**dict.fromkeys(ENVELOPE_FATES, 0), "sent": 1, "delivered": 1}, people
+
+
+def test_a_live_run_counts_its_messages_as_they_stood_at_the_scenario_s_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ben's last text reaches the relay after the scenario's end, and amira reads it while the run waits.
+    The simulator (the reference: the same scenario ending while the text is on its way) stops at the end:
+    the text not accepted, not read, still in flight; one envelope, read. The live run's ``envelopes``
+    counted so, but its ``messages`` counted the text accepted and read (2 device deliveries, 0 still in
+    flight), its transcript had its ``message_received``, and nothing said the relay's second send record
+    was left out of ``envelopes``. Now ``messages`` is counted as of the end, as ``envelopes`` is: the two
+    agree with the simulator's, and ``live`` says what happened after the end, the transcript too."""
+    from relaysim.clients import net
+
+    ending = _LAST_WORD.replace('"2m"', '"119.001s"', 1)  # the simulated text still on its way at the end
+    simulated = report.summarise(Simulation(parse_scenario(ending, source="last-word.toml")).run())
+    assert (simulated["messages"]["accepted_by_relay"], simulated["messages"]["device_deliveries"]) == (1, 1)
+
+    write = net.DeviceConnection._write
+
+    async def slow_write(self: Any, stream: Any, data: bytes) -> None:
+        await trio.sleep(
+            0.1
+        )  # every write 5 simulated seconds late: ben's last text reaches the relay after the end
+        await write(self, stream, data)
+
+    monkeypatch.setattr(net.DeviceConnection, "_write", slow_write)
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    m, people, live, records = (
+        summary["messages"],
+        summary["envelopes"]["people"],
+        summary["live"],
+        summary["relay_records"],
+    )
+    for key in (
+        "accepted_by_relay",
+        "device_deliveries",
+        "still_queued_or_in_flight",
+        "device_deliveries_expected",
+    ):
+        assert m[key] == simulated["messages"][key], (key, m, simulated["messages"])
+    assert people == simulated["envelopes"]["people"], (people, simulated["envelopes"])
+    # what happened after the end is said apart from the counts, and reconciles with the relay's records
+    assert live["drain_ran_out"] is None
+    assert (live["messages_accepted_after_end"], live["device_deliveries_after_end"]) == (1, 1), live
+    assert live["envelopes_after_end"] == 1, live
+    assert records["send"] + records.get("sealed_send", 0) - live["envelopes_after_end"] == people["sent"]
+    # each message read by the end has its envelope read or still queued at the end
+    assert people["delivered"] + people["unread"] >= m["device_deliveries"]
+    events = [
+        json.loads(line) for line in (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    kinds = [(e["kind"], e["message"]) for e in events if e["kind"].startswith("message_")]
+    assert kinds.count(("message_received_after_end", 2)) == 1, kinds
+    assert kinds.count(("message_accepted_after_end", 2)) == 1, kinds
+    assert ("message_received", 2) not in kinds and ("message_accepted", 2) not in kinds, kinds
+    late = next(e for e in events if e["kind"] == "message_received_after_end")
+    assert late["t"] > scenario.duration and late["device"] == "amira/1", late
+    assert report.run_disagreements(tmp_path) == []  # the transcript's events are as many as the counts
+    text = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert (
+        "During the wait after the scenario's end the relay accepted 1 planned message and the phones read 1 "
+        "planned message (counted still queued or in flight) and the relay accepted 1 envelope"
+    ) in " ".join(text.split()), text
 
 
 # A phone that reads a text and loses its network before its acknowledgement reaches the relay, and
@@ -693,7 +761,7 @@ def _ledger_run(profile: Any) -> Any:
     run.scenario = dataclasses.replace(resolve_scenario("two-friends"), duration=100.0)
     run.profile, run.wall_t0, run.time_scale = profile, 1000.0, 0.01
     run.envelope_message, run.messages, run._unread, run._read_again = {}, {}, [], []
-    run.envelopes_not_counted = None
+    run.envelopes_not_counted, run.envelopes_after_end = None, None
     return run
 
 
@@ -735,6 +803,8 @@ def test_a_live_run_counts_each_envelope_as_it_stood_at_the_scenario_s_end() -> 
     run = _ledger_run(KEEP_EVERYTHING_PROFILE)
     rows = run._envelope_rows(records, left)
     assert rows == {"ben/1": {**dict.fromkeys(ENVELOPE_FATES, 0), "sent": 3, "delivered": 1, "unread": 2}}
+    # the send record left out, said (summary.json's live.envelopes_after_end): 4 records - 1 = 3 sent
+    assert run.envelopes_after_end == 1
 
 
 def test_a_live_run_under_a_profile_that_rounds_the_times_of_its_records_says_it_counted_none() -> None:
@@ -750,11 +820,82 @@ def test_a_live_run_under_a_profile_that_rounds_the_times_of_its_records_says_it
     profile = dataclasses.replace(KEEP_EVERYTHING_PROFILE, policy=RetentionPolicy("days", rules))
     run = _ledger_run(profile)
     assert run._envelope_rows([], []) is None
+    assert run.envelopes_after_end is None  # (none counted: none said to be left out)
     assert run.envelopes_not_counted == (
         "the keep-everything profile keeps no acknowledgement record of every one naming the device, the "
         "envelope and the exact time (account, device, envelope_id, time), which a live run counts the "
         "envelopes from"
     )
+
+
+def test_a_live_run_counts_its_messages_as_they_stood_at_the_end_by_its_records_or_its_phones() -> None:
+    """_LiveRun._messages_by_the_end on four texts of a 100-second scenario (the relay's clock 1000.0 to
+    1001.0): one accepted and read before the end; one the relay accepted before it, read after it; one
+    accepted and read after it (none of the run's counts, said apart); and, where the profile keeps no
+    exact record of a send, one whose sender heard of it after the end but whose recipient read it before
+    (the relay had it then). Each event after the end is renamed, and counted apart."""
+    from relaysim.relay.metadata import MetadataRecord, RecordKind
+    from relaysim.relay.profiles import KEEP_EVERYTHING_PROFILE
+    from relaysim.sims.world.simulation import MessageState
+    from relaysim.sims.world.traffic import PlannedMessage
+
+    def state(mid: int, accepted: float, read: float) -> MessageState:
+        s = MessageState(PlannedMessage(mid, 1.0, "amira", "ben", "text"), ("ben/1",))
+        s.sent_at, s.accepted_at, s.envelope_ids = 1.0, accepted, (bytes([mid]) * 16,)
+        s.delivered["ben/1"] = read
+        return s
+
+    def send(mid: int, t: float) -> MetadataRecord:
+        eid = bytes([mid]) * 16
+        return MetadataRecord(
+            RecordKind.SEND,
+            t,
+            account="amira",
+            device=1,
+            recipient_account="ben",
+            recipient_device=1,
+            envelope_id=eid,
+        )
+
+    def events(run: Any) -> list[tuple[str, int]]:
+        return [(e["kind"], e["message"]) for e in run.events]
+
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    run.messages = {1: state(1, 50.0, 60.0), 2: state(2, 101.0, 102.0), 3: state(3, 101.0, 102.0)}
+    run.events = [
+        {"kind": kind, "message": mid, "device": "ben/1"}
+        for mid in (1, 2, 3)
+        for kind in ("message_accepted", "message_received")
+    ]
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    # message 2's send recorded before the end (its answer reached amira after it), message 3's after
+    run._messages_by_the_end(
+        {
+            s.envelope_ids[0]: [send(mid, t)]
+            for (mid, s), t in zip(run.messages.items(), (1000.5, 1000.99, 1001.01), strict=True)
+        }
+    )
+    assert [dict(s.delivered) for s in run.messages.values()] == [{"ben/1": 60.0}, {}, {}]
+    assert [s.accepted_at for s in run.messages.values()] == [50.0, 101.0, None]
+    assert events(run) == [
+        ("message_accepted", 1),
+        ("message_received", 1),
+        ("message_accepted", 2),
+        ("message_received_after_end", 2),
+        ("message_accepted_after_end", 3),
+        ("message_received_after_end", 3),
+    ]
+    assert (run.messages_accepted_after_end, run.device_deliveries_after_end) == (1, 2)
+
+    # a profile that keeps no exact record of a send: by the phones, the sender's word or the recipient's
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    run.envelopes_not_counted = "(none kept)"
+    run.messages = {1: state(1, 101.0, 99.0), 2: state(2, 101.0, 102.0)}
+    run.events = [{"kind": "message_accepted", "message": mid} for mid in (1, 2)]
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    run._messages_by_the_end({})
+    assert [s.accepted_at for s in run.messages.values()] == [101.0, None]
+    assert events(run) == [("message_accepted", 1), ("message_accepted_after_end", 2)]
 
 
 def _ben_cannot_read_it(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
@@ -1099,7 +1240,12 @@ def test_a_live_run_that_settles_says_its_wait_did_not_run_out(tmp_path: Path) -
     assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["live"]["drain_ran_out"] is None
-    assert summary["relay_queued_at_end"] == summary["messages"]["still_queued_or_in_flight"] == 0
+    assert summary["relay_queued_at_end"] == 0
+    # (every text read by the end of the wait; one read during it is counted still in flight, as of the end)
+    live = summary["live"]
+    assert summary["messages"]["still_queued_or_in_flight"] == live["device_deliveries_after_end"] <= 1, (
+        summary
+    )
     # (ben's last text may still be on its way, or its acknowledgement, at the end: counted as then)
     people = summary["envelopes"]["people"]
     assert sum(people[k] for k in _PARTS) == people["sent"] and people["dropped_by_relay"] == 0, people
