@@ -1008,7 +1008,10 @@ async def test_slowloris_connections_are_closed_at_the_read_timeout_and_good_dev
     message as if no one else were there, and are served after the attack as before it."""
     core = new_core(clock=time.time)
     ports: set[int] = set()
-    read_timeout = 2.0
+    # (4 s, with 2 s for the loop past the relay's eighth: at 2 s and 1 s a busy machine, two cores under
+    # other test runs, saw the watchers of 73 sockets take a close 1.3 s late; a relay that waited twice
+    # the timeout still fails)
+    read_timeout = 4.0
     announced = wire.DEFAULT_MAX_FRAME_SIZE.to_bytes(4, "big")
     async with trio.open_nursery() as nursery:
         server: RelayServer = await nursery.start(
@@ -1070,8 +1073,8 @@ async def test_slowloris_connections_are_closed_at_the_read_timeout_and_good_dev
             ], frames
         # not before the read timeout, nor later than an eighth past it (and a little for the loop)
         for at, _frames in timed_out:
-            assert read_timeout <= at - opened <= read_timeout * 1.125 + 1.0, at - opened
-        assert read_timeout <= trickler_closed[0] - trickled <= read_timeout * 1.125 + 1.0
+            assert read_timeout <= at - opened <= read_timeout * 1.125 + 2.0, at - opened
+        assert read_timeout <= trickler_closed[0] - trickled <= read_timeout * 1.125 + 2.0
         # the devices alone, once the relay has lingered on the closed ones (their peers close nothing)
         with trio.fail_after(_LINGER + 1.0):
             while server.connection_count > 2:
