@@ -158,7 +158,7 @@ class KemPreKey:
         _check_len("kem_prekey.public", self.public, _p.MLKEM1024_PUBLIC_KEY_SIZE)
         _check_len("kem_prekey.signature", self.signature, 64)
         if not isinstance(self.last_resort, bool):
-            raise BundleError("kem_prekey.last_resort must be a boolean")
+            raise BundleError(f"kem_prekey.last_resort must be a boolean, got {value_text(self.last_resort)}")
 
 
 @dataclass(frozen=True, slots=True)

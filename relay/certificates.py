@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
-from relaysim.relay.wire import MAX_ACCOUNT_LEN, MsgpackError, quoted, unpack_value, value_text
+from relaysim.relay.wire import MAX_ACCOUNT_LEN, MsgpackError, quoted, type_name, unpack_value, value_text
 
 __all__ = [
     "MAX_CERTIFICATE_DEVICE_ID",
@@ -79,6 +79,15 @@ def _check_uint(what: str, name: str, value: object, low: int, high: int) -> Non
         )
 
 
+def _check_bin(what: str, name: str, value: object, size: int | None = None) -> None:
+    """A field that must be bin (of ``size`` bytes where given), refused naming it and what it got, in
+    msgpack's words (relay.wire.type_name): "fields have the wrong types" named neither."""
+    if type(value) is not bytes:
+        raise CertificateError(f"{what}: {name} must be bin, got {type_name(value)}")
+    if size is not None and len(value) != size:
+        raise CertificateError(f"{what}: {name} must be {size} bytes, got {len(value)}")
+
+
 def _check_sender(sender: str) -> None:
     # The sender is an account, of the form the relay takes for one (docs/protocol.md: 1-128 printable
     # characters, relay.wire.AccountId). libsignal's SenderCertificate holds a service id string and an
@@ -106,8 +115,8 @@ class ServerCertificate:
     def decode(cls, data: bytes) -> ServerCertificate:
         key_id, public, sig = _unpack(data, 3, "server certificate")
         _check_uint("server certificate", "key_id", key_id, 0, 2**32 - 1)
-        if not isinstance(public, bytes) or not isinstance(sig, bytes):
-            raise CertificateError("server certificate: fields have the wrong types")
+        _check_bin("server certificate", "public_key", public)
+        _check_bin("server certificate", "signature", sig)
         return cls(key_id, public, sig)
 
     def verify(self, trust_root_public: bytes) -> None:
@@ -137,14 +146,15 @@ class SenderCertificate:
     @classmethod
     def decode(cls, data: bytes) -> SenderCertificate:
         body, sig = _unpack(data, 2, "sender certificate")
-        if not isinstance(body, bytes) or not isinstance(sig, bytes):
-            raise CertificateError("sender certificate: fields have the wrong types")
+        _check_bin("sender certificate", "body", body)
+        _check_bin("sender certificate", "signature", sig)
         sender, device, ik, expires, server = _unpack(body, 5, "sender certificate body")
+        if type(sender) is not str:
+            raise CertificateError(f"sender certificate: sender must be str, got {type_name(sender)}")
         _check_uint("sender certificate", "device", device, 1, MAX_CERTIFICATE_DEVICE_ID)
+        _check_bin("sender certificate", "identity_key", ik, 32)
         _check_uint("sender certificate", "expires", expires, 0, 2**64 - 1)
-        ok = isinstance(sender, str) and isinstance(ik, bytes) and len(ik) == 32 and isinstance(server, bytes)
-        if not ok:
-            raise CertificateError("sender certificate: fields have the wrong types")
+        _check_bin("sender certificate", "server_certificate", server)
         _check_sender(sender)
         return cls(sender, device, ik, expires, ServerCertificate.decode(server), sig)
 

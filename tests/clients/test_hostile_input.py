@@ -562,7 +562,7 @@ def test_a_bad_first_sender_certificate_leaves_the_agent_without_one() -> None:
     events = alice.handle(wire.SenderCertificateResponse(id=request.id, certificate=b"\x92\xc0\xc0"))
     message = (
         "the relay's sender certificate (certificate in a 'sender_certificate' frame) is refused: sender "
-        "certificate: fields have the wrong types"
+        "certificate: body must be bin, got nil"
     )
     assert events == [Failed("get_sender_certificate", "bad_certificate", message)]
     assert alice.certificate is None

@@ -287,3 +287,63 @@ def test_a_str_not_utf8_in_a_value_with_bytes_after_it_is_said_in_the_wire_s_wor
     with pytest.raises(wire.MsgpackError) as info:
         wire.unpack_value(b"\x81\xa1\xff\x01\x01", "thing")
     assert str(info.value) == "thing: not one msgpack value: 1 byte follows its first value"
+
+
+_SERVER = ServerCertificate(7, b"p" * 32, b"s" * 64).encode()
+
+
+def _sender_body(**fields: object) -> bytes:
+    """A sender certificate's body [sender, device, identity_key, expires, server_certificate] with
+    ``fields`` in place of its good values."""
+    good = {"sender": "alice", "device": 1, "identity_key": b"i" * 32, "expires": 10, "server": _SERVER}
+    return _P(list((good | fields).values()))
+
+
+@pytest.mark.parametrize(
+    ("decode", "data", "said"),
+    [
+        (
+            ServerCertificate.decode,
+            _P([7, None, b"s"]),
+            "server certificate: public_key must be bin, got nil",
+        ),
+        (ServerCertificate.decode, _P([7, b"p", "s"]), "server certificate: signature must be bin, got str"),
+        (SenderCertificate.decode, _P([[1], b"s"]), "sender certificate: body must be bin, got array"),
+        (SenderCertificate.decode, _P([b"x", True]), "sender certificate: signature must be bin, got bool"),
+        (
+            SenderCertificate.decode,
+            _P([_sender_body(sender=b"alice"), b"s"]),
+            "sender certificate: sender must be str, got bin",
+        ),
+        (
+            SenderCertificate.decode,
+            _P([_sender_body(identity_key=b"i" * 31), b"s"]),
+            "sender certificate: identity_key must be 32 bytes, got 31",
+        ),
+        (
+            SenderCertificate.decode,
+            _P([_sender_body(identity_key=5), b"s"]),
+            "sender certificate: identity_key must be bin, got int",
+        ),
+        (
+            SenderCertificate.decode,
+            _P([_sender_body(server={"a": 1}), b"s"]),
+            "sender certificate: server_certificate must be bin, got map",
+        ),
+    ],
+    ids=["public-key", "server-signature", "body", "signature", "sender", "short-key", "key", "server"],
+)
+def test_a_certificate_field_of_the_wrong_type_is_named_with_what_it_got(
+    decode: Any, data: bytes, said: str
+) -> None:
+    """Each was "fields have the wrong types": neither which field nor what it held."""
+    with pytest.raises(CertificateError) as info:
+        decode(data)
+    assert str(info.value) == said
+
+
+def test_a_kem_prekey_s_last_resort_that_is_no_boolean_says_what_it_got() -> None:
+    from relaysim.clients.keys import KemPreKey
+
+    with pytest.raises(BundleError, match=r"^kem_prekey.last_resort must be a boolean, got nil$"):
+        KemPreKey(1, b"k" * 1568, b"s" * 64, None)  # type: ignore[arg-type]
