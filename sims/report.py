@@ -71,6 +71,7 @@ from relaysim.sims.analysis.runfiles import (
     plain_name_problem,
     provider_problem,
     read_run_text,
+    relay_clock,
     shell_word,
 )
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
@@ -588,22 +589,6 @@ def run_relay_clock(run: Path) -> Callable[[float], float]:
     run's own clock, the one :func:`run_calendar` gives the start of (:func:`relay_clock`); a broken
     provider.json is a ValueError naming the file and the field."""
     return relay_clock(_run_provider_clock(run) or {})
-
-
-def relay_clock(provider: Mapping[str, Any]) -> Callable[[float], float]:
-    """A relay time read on the run's own clock (the transcript's, the scenario's), as ``provider`` (a
-    run's provider.json, checked) says. A simulated run's relay keeps the run's clock: the time as it
-    is. A live run's relay (sims.live) kept the wall clock: ``clock_epoch`` at the scenario's ``t = 0``,
-    ``time_scale`` real seconds per simulated second, and ``scenario_epoch`` the run's own clock at
-    ``t = 0`` (sims.live.relay_to_run)."""
-    if "time_scale" not in provider:
-        return lambda t: t
-    from relaysim.sims.live import relay_to_run
-
-    relay_epoch = float(provider.get("clock_epoch", SIM_EPOCH))
-    run_epoch = float(provider.get("scenario_epoch", relay_epoch))
-    scale = float(provider["time_scale"])
-    return lambda t: run_epoch + relay_to_run(t, relay_epoch, scale)
 
 
 def _run_provider_clock(run: Path) -> dict[str, Any] | None:
