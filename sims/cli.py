@@ -760,7 +760,10 @@ def _disclose(args: argparse.Namespace) -> int:
         print(
             printable(
                 disclosure.to_markdown(
-                    lambda t: sim_clock(on_run_clock(t), run_epoch, day is not None or wall_clock)
+                    # an older live run's: the relay's wall clock, dated (its start unknown: nothing is before it)
+                    (lambda t: sim_clock(t, 0.0, True))
+                    if wall_clock
+                    else (lambda t: sim_clock(on_run_clock(t), run_epoch, day is not None))
                 )
             ),
             end="",

@@ -82,6 +82,7 @@ from relaysim.sims.world.traffic import expand_population
 from relaysim.sims.world.util import clock
 
 __all__ = [
+    "BEFORE_START",
     "OWNED_DIRS",
     "OWNED_FILES",
     "OutputDirError",
@@ -556,11 +557,19 @@ def _write_directory(scenario: Scenario, out: Path) -> None:
         (out / "directory.json").write_text(json.dumps(listed, indent=2) + "\n", encoding="utf-8")
 
 
+# A relay time before the run's start, as disclose, analyze and a run's disclosures/ show it (_sim_clock)
+BEFORE_START = "before the run's start"
+
+
 def _sim_clock(t: float, days: bool = False, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
     """A relay-clock time for people. ``epoch``: the relay's clock at t = 0 (the scenario's start,
     sims.scenario.Scenario.epoch). A ``dated`` run (one with a [scenario] start) reads the calendar,
     ``2016-05-03 20:00:00 UTC``; any other the simulated time of day, ``day 3 20:00:00`` (``days``:
-    always name the day), day 1 being the day the run starts."""
+    always name the day), day 1 being the day the run starts. A time before ``epoch`` is
+    :data:`BEFORE_START`: a live run's phones register and log in before its clock starts, in real time
+    that the time scale would stretch (20 ms at 0.0005 read as 40 s: "created day 0 23:59:20")."""
+    if t < epoch:
+        return BEFORE_START
     if dated:
         try:
             return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -379,3 +379,23 @@ def test_analyze_reads_a_live_runs_times_of_day_on_the_runs_clock(tmp_path: Path
     # the Markdown's times, read on the run's clock once (not twice)
     assert (live / "analysis" / "relay.md").read_text() == (run / "analysis" / "relay.md").read_text()
 
+
+def test_disclose_says_a_live_runs_set_up_came_before_the_runs_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live run's phones register and log in before its clock starts, in real time the time scale
+    stretches: disclose showed the account created and last seen "day 0 23:59:20" (20 ms at 0.0005),
+    a time of a day before the run that never was. It says they came before the run's start; a record
+    of the run itself is shown at its time. Here a relay whose clock read a minute at the run's start
+    (the simulated phones set up in its first seconds)."""
+    out = _run(tmp_path, _small())
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    live = {"clock_epoch": SIM_EPOCH + 60, "time_scale": 1.0, "scenario_epoch": SIM_EPOCH}
+    (out / "provider.json").write_text(json.dumps(provider | live), encoding="utf-8")
+    capsys.readouterr()
+    argv = ["disclose", "--db", str(out / "relay.db"), "--process", "search_warrant", "--target", "ann"]
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "account ann, created before the run's start" in shown, shown
+    assert "day 0" not in shown
+    assert "  - 00:09:00 ann → ben" in shown, shown  # sent at 10m of the relay's clock: 9m into the run

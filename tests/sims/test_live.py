@@ -273,9 +273,15 @@ def test_disclose_on_a_live_runs_database_dates_its_records_on_the_runs_clock(
             and t >= m.at - 1  # (the simulated run's record of it: at m.at)
             for t, sender, recipient in rows
         ), (m, sent[m.id]["t"], e["t"], rows)
+    # the phones' set-up came before the run's clock started: said so ("created day 0 23:59:17", the real
+    # milliseconds of set-up stretched by the time scale), in disclose's Markdown and in the run's disclosures/
+    assert "account amira, created before the run's start" in shown, shown
+    assert "day 0" not in shown
+    assert "created before the run's start" in (out / "disclosures" / "search-warrant-amira.md").read_text()
     # the JSON keeps the relay's own clock, as the run's disclosures/ do
     data = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
     assert data["served"] == pytest.approx(provider["clock_epoch"] + at * TIME_SCALE)
+    assert data["provided"]["account_created"][0]["created"] < provider["clock_epoch"]
     # the report's orders read the same clock: served when the timeline served them (it showed the real
     # seconds since the start, "Served at 00:00:01", the time scale left out)
     assert relaysim(["report", str(out)]) == 0
