@@ -15,14 +15,21 @@ import errno
 import json
 import os
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, directory_problems, run_directory
+from relaysim.sims.analysis.run import (
+    Analysis,
+    analyze,
+    as_seen_view,
+    directory_problems,
+    run_clock,
+    run_directory,
+)
 from relaysim.sims.analysis.run import run_views as analysis_views
 from relaysim.sims.analysis.runfiles import (
     finite_number,
@@ -259,10 +266,16 @@ def _field(e: dict[str, Any], key: str, what: str, where: str, optional: bool = 
     return value
 
 
-def read_truth(transcript: str | Path) -> Truth:
+def read_truth(transcript: str | Path, to_run: Callable[[float], float] | None = None) -> Truth:
+    """The truth of a run, from its ``transcript``. The times of the relay's records in it are read on
+    the run's own clock, as the analyses read relay.db's (sims.analysis.run.run_views): by ``to_run``,
+    or else by the provider.json beside the transcript (:func:`~sims.analysis.run.run_clock`; a live
+    run's relay kept the wall clock, and its records matched no analysis's, nor fell in its hours)."""
     path = Path(transcript)
     if not path.exists():  # (a pipe or a folder there is said to be one, as it is read: not "no such file")
         raise AnalysisInputError(f"{path}: no such file; scoring needs the run's transcript.jsonl")
+    if to_run is None:
+        to_run = run_clock(path.parent)
     sent: dict[int, tuple[str, str, str]] = {}
     truth = Truth()
     epoch_of: dict[int, float] = {}  # message id → relay time - simulated time (the relay clock's epoch)
@@ -301,6 +314,7 @@ def read_truth(transcript: str | Path) -> Truth:
                     t = _field(r, "time", "a number", at, optional=True)
                     if t is None:
                         continue
+                    t = to_run(t)
                     times.append(t)
                     to = _field(r, "recipient_account", "text", at, optional=True) or recipient
                     truth.by_route[(round(t, 6), to)] = sender
@@ -323,6 +337,7 @@ def read_truth(transcript: str | Path) -> Truth:
                     t = _field(r, "time", "a number", at, optional=True)
                     if t is None:
                         continue
+                    t = to_run(t)
                     frm, control = _field(e, "from", "text", where), _field(e, "control", "text", where)
                     to = _field(r, "recipient_account", "text", at, optional=True) or _field(
                         e, "to", "text", where

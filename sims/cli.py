@@ -760,7 +760,10 @@ def _disclose(args: argparse.Namespace) -> int:
         print(
             printable(
                 disclosure.to_markdown(
-                    lambda t: sim_clock(on_run_clock(t), run_epoch, day is not None or wall_clock)
+                    # an older live run's: the relay's wall clock, dated (its start unknown: nothing is before it)
+                    (lambda t: sim_clock(t, 0.0, True))
+                    if wall_clock
+                    else (lambda t: sim_clock(on_run_clock(t), run_epoch, day is not None))
                 )
             ),
             end="",
@@ -840,7 +843,7 @@ def _latest_time(store: Any, default: float) -> float:
 def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import write_analysis
-    from relaysim.sims.report import run_calendar, run_relay_clock, sim_clock
+    from relaysim.sims.report import run_calendar, sim_clock
 
     out = Path(args.dir)
     # (a link there in a loop was said in the system's words, "Too many levels of symbolic links"; a
@@ -874,7 +877,6 @@ def _analyze(args: argparse.Namespace) -> int:
     transcript = out / "transcript.jsonl"
     try:
         epoch, dated = run_calendar(out)
-        on_run_clock = run_relay_clock(out)  # (a live run's relay kept the wall clock: provider.json)
         truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
         # what analyze reads, from files of the same run? (a summary.json there that cannot be read is
         # refused before anything is written: the check was skipped, saying nothing)
@@ -882,7 +884,8 @@ def _analyze(args: argparse.Namespace) -> int:
         with _run_folder_warnings("analyze"):
             lines = write_analysis(
                 out,
-                lambda t: sim_clock(on_run_clock(t), epoch, dated),
+                # (the analyses' times are on the run's clock already: sims.analysis.run.run_views)
+                lambda t: sim_clock(t, epoch, dated),
                 as_seen=args.as_seen,
                 truth=truth,
                 sda_top=args.sda_top,

@@ -129,6 +129,7 @@ from relaysim.relay.core import Tap
 from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
+from relaysim.sims.analysis.runfiles import relay_to_run
 from relaysim.sims.progress import progress_bar
 from relaysim.sims.report import (
     outputs_written,
@@ -1679,14 +1680,6 @@ def _after_end_words(accepted: int, deliveries: int, envelopes: int | None) -> s
         f"\nDuring the wait after the scenario's end {' and '.join(said)}: the counts above are as of the end, "
         "where the simulator stops.\n"
     )
-
-
-def relay_to_run(t: float, t0: float, time_scale: float) -> float:
-    """The relay's clock ``t`` (the wall clock; ``t0`` at the run's start) as the run's simulated
-    seconds. The real seconds are taken to the microsecond first, all the wall clock can tell: a
-    float's rounding in ``t0 + s * time_scale`` and back is ~0.2 µs of real time, a millisecond of
-    simulated time at 0.0002, and an order served at 01:30:00 read 01:29:59.999 (shown as 01:29:59)."""
-    return round(round((t - t0) * 1e6) / 1e6 / time_scale, 6)
 
 
 def live_refusal(scenario: Scenario) -> str | None:

@@ -71,6 +71,7 @@ from relaysim.sims.analysis.runfiles import (
     plain_name_problem,
     provider_problem,
     read_run_text,
+    relay_clock,
     shell_word,
 )
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
@@ -81,6 +82,7 @@ from relaysim.sims.world.traffic import expand_population
 from relaysim.sims.world.util import clock
 
 __all__ = [
+    "BEFORE_START",
     "OWNED_DIRS",
     "OWNED_FILES",
     "OutputDirError",
@@ -555,11 +557,19 @@ def _write_directory(scenario: Scenario, out: Path) -> None:
         (out / "directory.json").write_text(json.dumps(listed, indent=2) + "\n", encoding="utf-8")
 
 
+# A relay time before the run's start, as disclose, analyze and a run's disclosures/ show it (_sim_clock)
+BEFORE_START = "before the run's start"
+
+
 def _sim_clock(t: float, days: bool = False, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
     """A relay-clock time for people. ``epoch``: the relay's clock at t = 0 (the scenario's start,
     sims.scenario.Scenario.epoch). A ``dated`` run (one with a [scenario] start) reads the calendar,
     ``2016-05-03 20:00:00 UTC``; any other the simulated time of day, ``day 3 20:00:00`` (``days``:
-    always name the day), day 1 being the day the run starts."""
+    always name the day), day 1 being the day the run starts. A time before ``epoch`` is
+    :data:`BEFORE_START`: a live run's phones register and log in before its clock starts, in real time
+    that the time scale would stretch (20 ms at 0.0005 read as 40 s: "created day 0 23:59:20")."""
+    if t < epoch:
+        return BEFORE_START
     if dated:
         try:
             return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -588,22 +598,6 @@ def run_relay_clock(run: Path) -> Callable[[float], float]:
     run's own clock, the one :func:`run_calendar` gives the start of (:func:`relay_clock`); a broken
     provider.json is a ValueError naming the file and the field."""
     return relay_clock(_run_provider_clock(run) or {})
-
-
-def relay_clock(provider: Mapping[str, Any]) -> Callable[[float], float]:
-    """A relay time read on the run's own clock (the transcript's, the scenario's), as ``provider`` (a
-    run's provider.json, checked) says. A simulated run's relay keeps the run's clock: the time as it
-    is. A live run's relay (sims.live) kept the wall clock: ``clock_epoch`` at the scenario's ``t = 0``,
-    ``time_scale`` real seconds per simulated second, and ``scenario_epoch`` the run's own clock at
-    ``t = 0`` (sims.live.relay_to_run)."""
-    if "time_scale" not in provider:
-        return lambda t: t
-    from relaysim.sims.live import relay_to_run
-
-    relay_epoch = float(provider.get("clock_epoch", SIM_EPOCH))
-    run_epoch = float(provider.get("scenario_epoch", relay_epoch))
-    scale = float(provider["time_scale"])
-    return lambda t: run_epoch + relay_to_run(t, relay_epoch, scale)
 
 
 def _run_provider_clock(run: Path) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ elsewhere (``sims.analysis_scoring``): nothing here reads the transcript or the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from relaysim.sims.analysis.runfiles import (
     not_json,
     provider_problem,
     read_run_text,
+    relay_clock,
     run_subfolder_problem,
 )
 from relaysim.sims.analysis.sda import CHECKPOINTS, SDA_TOP, SDAResult, statistical_disclosure
@@ -38,10 +39,11 @@ from relaysim.sims.analysis.view import (
     from_db,
     from_disclosure,
     from_relay_view,
+    on_run_clock,
     with_geoip,
 )
 
-__all__ = ["Analysis", "analyze", "analyze_run", "as_seen_view", "run_views"]
+__all__ = ["Analysis", "analyze", "analyze_run", "as_seen_view", "run_clock", "run_views"]
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,19 @@ def _provider(run: Path) -> dict[str, Any]:
     return data
 
 
+def run_clock(run: str | Path) -> Callable[[float], float]:
+    """The relay's times of the finished run in folder ``run`` read on the run's own clock
+    (runfiles.relay_clock of its provider.json): a live run's relay kept the wall clock."""
+    return relay_clock(_provider(Path(run)))
+
+
 def run_views(run: str | Path) -> dict[str, ProviderView]:
-    """What the provider of a finished run holds, by name: ``relay`` (its database) and each disclosure."""
+    """What the provider of a finished run holds, by name: ``relay`` (its database) and each disclosure,
+    their times on the run's own clock (:func:`run_clock`; a live run's relay kept the wall clock, and a
+    disclosure keeps the relay's)."""
     out = Path(run)
     provider = _provider(out)  # (its fields checked: runfiles.provider_problem)
+    to_run = relay_clock(provider)
     geoip = provider.get("geoip", {})
     profile_name = provider.get("profile")  # (a name, or None: no provider.json)
     try:
@@ -196,9 +207,9 @@ def run_views(run: str | Path) -> dict[str, ProviderView]:
     problem = run_subfolder_problem(out, "disclosures")
     if problem is not None:  # (a file there: no disclosure analysed, saying nothing)
         raise AnalysisInputError(problem)
-    views = {"relay": from_db(out / "relay.db", profile, geoip=geoip)}
+    views = {"relay": on_run_clock(from_db(out / "relay.db", profile, geoip=geoip), to_run)}
     for f in sorted((out / "disclosures").glob("*.json")):
-        views[f.stem] = with_geoip(from_disclosure(f), geoip)
+        views[f.stem] = on_run_clock(with_geoip(from_disclosure(f), geoip), to_run)
     return views
 
 
@@ -206,8 +217,9 @@ def as_seen_view(run: str | Path) -> ProviderView:
     """What the relay of a finished run saw while it ran (``relay-view.jsonl``), with the provider's
     GeoIP table: the input of ``relaysim analyze DIR --as-seen``."""
     out = Path(run)
-    geoip = _provider(out).get("geoip", {})
-    return from_relay_view(out / RELAY_VIEW_FILE, geoip=geoip)
+    provider = _provider(out)
+    view = from_relay_view(out / RELAY_VIEW_FILE, geoip=provider.get("geoip", {}))
+    return on_run_clock(view, relay_clock(provider))  # (a live run writes none: the one clock all the same)
 
 
 def run_directory(run: str | Path) -> dict[str, str] | None:

@@ -19,6 +19,9 @@ cut short, edited, or made by someone else (a folder handed over, unpacked from 
   scenario (``run NAME_OR_PATH``): the empty path is the current folder, which was then read as
   "a folder" or "``.``: Is a directory", naming neither the argument nor the empty word given.
   All of them are :func:`not_empty`: every relaysim argument that names a path is one of them.
+- :func:`relay_clock` reads a relay time on the run's own clock, as provider.json says: a live run's
+  relay kept the wall clock, the scenario's time scaled. Here, where the analyses may import it, so
+  that disclose, analyze and report make the one conversion.
 - :func:`write_whole` writes a file whole or not at all (a copy renamed over it), for the files
   written again into a folder that holds others: analysis/, report.html, --json FILE.
 """
@@ -38,7 +41,7 @@ import shlex
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -69,6 +72,8 @@ __all__ = [
     "provider_problem",
     "read_run_file",
     "read_run_text",
+    "relay_clock",
+    "relay_to_run",
     "run_folder",
     "run_subfolder_problem",
     "scenario_arg",
@@ -229,6 +234,11 @@ def provider_problem(provider: object) -> str | None:
         finite_number(provider["time_scale"]) and provider["time_scale"] > 0
     ):
         return bad("time_scale", "real seconds per simulated second (a positive number)")  # (a live run's)
+    if "time_scale" in provider and "clock_epoch" not in provider:  # (read against SIM_EPOCH, saying nothing)
+        return (
+            "clock_epoch: expected the relay's clock at the run's start (Unix seconds) beside time_scale, "
+            "got nothing (the field is missing; every live run's provider.json gives both)"
+        )
     if "profile_as_of" in provider:
         import datetime
 
@@ -259,6 +269,30 @@ def provider_problem(provider: object) -> str | None:
                 "mandated key 'held_from': Unix seconds})",
             )
     return None
+
+
+def relay_to_run(t: float, t0: float, time_scale: float) -> float:
+    """The relay's clock ``t`` (the wall clock; ``t0`` at the run's start) as the run's simulated
+    seconds. The real seconds are taken to the microsecond first, all the wall clock can tell: a
+    float's rounding in ``t0 + s * time_scale`` and back is ~0.2 µs of real time, a millisecond of
+    simulated time at 0.0002, and an order served at 01:30:00 read 01:29:59.999 (shown as 01:29:59)."""
+    return round(round((t - t0) * 1e6) / 1e6 / time_scale, 6)
+
+
+def relay_clock(provider: Mapping[str, Any]) -> Callable[[float], float]:
+    """A relay time read on the run's own clock (the transcript's, the scenario's), as ``provider`` (a
+    run's provider.json, checked by :func:`provider_problem`) says: the one conversion that disclose,
+    analyze (every record of relay.db and of the disclosures it reads, and the transcript's relay
+    records it scores them by) and report make. A simulated run's relay keeps the run's clock: the time
+    as it is. A live run's relay (sims.live) kept the wall clock: ``clock_epoch`` at the scenario's
+    ``t = 0``, ``time_scale`` real seconds per simulated second, and ``scenario_epoch`` the run's own
+    clock at ``t = 0`` (:func:`relay_to_run`)."""
+    if "time_scale" not in provider:
+        return lambda t: t
+    relay_epoch = float(provider["clock_epoch"])
+    run_epoch = float(provider.get("scenario_epoch", relay_epoch))
+    scale = float(provider["time_scale"])
+    return lambda t: run_epoch + relay_to_run(t, relay_epoch, scale)
 
 
 def own_file(run: Path, *parts: str) -> Path:

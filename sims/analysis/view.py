@@ -20,7 +20,7 @@ import shutil
 import sqlite3
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "from_disclosure",
     "from_relay_view",
     "from_tap",
+    "on_run_clock",
     "record_json",
 ]
 
@@ -603,3 +604,21 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
 
 def with_geoip(view: ProviderView, geoip: Mapping[str, str]) -> ProviderView:
     return replace(view, geoip={**geoip, **view.geoip})
+
+
+def on_run_clock(view: ProviderView, to_run: Callable[[float], float]) -> ProviderView:
+    """``view`` with every time (each observation's, the order's window) read on the run's own clock by
+    ``to_run`` (runfiles.relay_clock of the run's provider.json): a live run's relay kept the wall clock,
+    the scenario's time scaled, and an analysis of time (the hour of the day, a window of seconds)
+    made on it means little: a live run of two simulated hours at time scale 0.0005 is four real seconds."""
+
+    def at(t: float | None) -> float | None:
+        return None if t is None else to_run(t)
+
+    return replace(
+        view,
+        observations=tuple(
+            o if o.time is None else replace(o, time=to_run(o.time)) for o in view.observations
+        ),
+        window=(at(view.window[0]), at(view.window[1])),
+    )

@@ -536,7 +536,8 @@ def _orders(run: Path, days: bool) -> str:
 def _true_pairs(run: Path) -> set[tuple[str, str]]:
     from relaysim.sims.analysis_scoring import read_truth
 
-    truth = read_truth(run / "transcript.jsonl")
+    # (who wrote to whom, no times: the relay's clock, provider.json's, is the orders' to read and check)
+    truth = read_truth(run / "transcript.jsonl", to_run=lambda t: t)
     return {tuple(sorted(p)) for p in truth.pairs() if len(p) == 2}  # type: ignore[misc]
 
 

@@ -307,3 +307,95 @@ def test_analyze_and_report_read_a_live_runs_relay_clock_on_the_runs_clock(tmp_p
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "Served at 02:00:00 on the" in page  # served at 1h on the relay's clock
+
+
+RHYTHM = """
+[scenario]
+name = "rhythm"
+duration = "2d"
+seed = 3
+
+[relay]
+profile = "keep-everything"
+sealed_sender = true
+
+[generate]
+people = 6
+devices_per_person = { one = 1.0 }
+messages_per_day = { mean = 30, sigma = 0.3 }
+daily_rhythm = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 0, 0]
+"""
+
+
+def _on_a_wall_clock(run: Path, out: Path, relay_epoch: float, scale: float) -> None:
+    """``run`` (simulated) copied to ``out`` as a live run writes it: every relay time (relay.db's records,
+    the transcript's relay records) on a wall clock reading ``relay_epoch`` at the run's start and
+    running ``scale`` real seconds per simulated second, and a provider.json saying so (sims.live)."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(run, out)
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    start = provider["clock_epoch"]
+
+    def wall(t: float) -> float:
+        return relay_epoch + (t - start) * scale
+
+    with sqlite3.connect(out / "relay.db") as db:
+        db.create_function("wall", 1, wall)
+        for table in ("metadata", "intercepts"):
+            db.execute(f"UPDATE {table} SET time = wall(time) WHERE time IS NOT NULL")
+    db.close()
+    events = _transcript(out)
+    for e in events:
+        for r in e.get("relay") or [] if isinstance(e.get("relay"), list) else []:
+            if r.get("time") is not None:
+                r["time"] = wall(r["time"])
+    (out / "transcript.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    live = {"clock_epoch": relay_epoch, "time_scale": scale, "scenario_epoch": start}
+    (out / "provider.json").write_text(json.dumps(provider | live), encoding="utf-8")
+
+
+def test_analyze_reads_a_live_runs_times_of_day_on_the_runs_clock(tmp_path: Path) -> None:
+    """analyze on a live run computed its time-of-day results (each account's hours, sleep window,
+    inferred UTC offset; the seconds the attribution, the disclosure attack and co-location count in)
+    from the relay's wall clock: a live run of two simulated days at time scale 0.5 is one real day,
+    begun at whatever hour the machine's clock read. It reads them on the run's clock, as it reads a
+    simulated run's: the same run with its relay times on a wall clock (and a provider.json saying so)
+    gives the simulated run's figures and scores."""
+    run = _run(tmp_path, RHYTHM)
+    live = tmp_path / "live"
+    _on_a_wall_clock(run, live, relay_epoch=SIM_EPOCH + 300 * 86400 + 5 * 3600 + 1234.5, scale=0.5)
+    for out in (run, live):
+        assert main(["analyze", str(out)]) == 0
+    simulated, on_wall = (json.loads((o / "analysis" / "relay.json").read_text()) for o in (run, live))
+    rhythms = simulated["analysis"]["pattern_of_life"]["daily_rhythm"]
+    assert sum(r["sleep_window_utc"] is not None for r in rhythms) >= 3  # (enough actions for a rhythm)
+    assert on_wall["analysis"]["pattern_of_life"]["daily_rhythm"] == rhythms
+    assert on_wall["score"] == simulated["score"]
+    # each attribution as the simulated run's, at its time (to the microsecond the wall clock reads)
+    seen, made = (a["analysis"]["sealed_sender_attribution"]["attributions"] for a in (on_wall, simulated))
+    assert [a | {"time": pytest.approx(a["time"], abs=1e-5)} for a in made] == seen
+    # the Markdown's times, read on the run's clock once (not twice)
+    assert (live / "analysis" / "relay.md").read_text() == (run / "analysis" / "relay.md").read_text()
+
+
+def test_disclose_says_a_live_runs_set_up_came_before_the_runs_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live run's phones register and log in before its clock starts, in real time the time scale
+    stretches: disclose showed the account created and last seen "day 0 23:59:20" (20 ms at 0.0005),
+    a time of a day before the run that never was. It says they came before the run's start; a record
+    of the run itself is shown at its time. Here a relay whose clock read a minute at the run's start
+    (the simulated phones set up in its first seconds)."""
+    out = _run(tmp_path, _small())
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    live = {"clock_epoch": SIM_EPOCH + 60, "time_scale": 1.0, "scenario_epoch": SIM_EPOCH}
+    (out / "provider.json").write_text(json.dumps(provider | live), encoding="utf-8")
+    capsys.readouterr()
+    argv = ["disclose", "--db", str(out / "relay.db"), "--process", "search_warrant", "--target", "ann"]
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "account ann, created before the run's start" in shown, shown
+    assert "day 0" not in shown
+    assert "  - 00:09:00 ann → ben" in shown, shown  # sent at 10m of the relay's clock: 9m into the run

@@ -28,7 +28,7 @@ from relaysim.relay.store import Store
 from relaysim.sims import live
 from relaysim.sims.cli import main as relaysim
 from relaysim.sims.live import RelayStartError, relay_process, run_live
-from relaysim.sims.report import render_show
+from relaysim.sims.report import render_show, run_to_dir
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 from relaysim.sims.world.traffic import plan_group_steps, plan_messages
@@ -273,9 +273,15 @@ def test_disclose_on_a_live_runs_database_dates_its_records_on_the_runs_clock(
             and t >= m.at - 1  # (the simulated run's record of it: at m.at)
             for t, sender, recipient in rows
         ), (m, sent[m.id]["t"], e["t"], rows)
+    # the phones' set-up came before the run's clock started: said so ("created day 0 23:59:17", the real
+    # milliseconds of set-up stretched by the time scale), in disclose's Markdown and in the run's disclosures/
+    assert "account amira, created before the run's start" in shown, shown
+    assert "day 0" not in shown
+    assert "created before the run's start" in (out / "disclosures" / "search-warrant-amira.md").read_text()
     # the JSON keeps the relay's own clock, as the run's disclosures/ do
     data = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
     assert data["served"] == pytest.approx(provider["clock_epoch"] + at * TIME_SCALE)
+    assert data["provided"]["account_created"][0]["created"] < provider["clock_epoch"]
     # the report's orders read the same clock: served when the timeline served them (it showed the real
     # seconds since the start, "Served at 00:00:01", the time scale left out)
     assert relaysim(["report", str(out)]) == 0
@@ -562,3 +568,52 @@ def test_the_relays_clock_reads_back_as_the_runs_to_the_second() -> None:
             t0 = 1.7e9 + r.random() * 1e8
             s = float(r.randrange(18_000))
             assert math.floor(live.relay_to_run(t0 + s * scale, t0, scale)) == s, (t0, s, scale)
+
+
+RHYTHM = """
+[scenario]
+name = "rhythm"
+duration = "1d"
+seed = 3
+
+[relay]
+profile = "keep-everything"
+
+[generate]
+people = 4
+devices_per_person = { one = 1.0 }
+messages_per_day = { mean = 40, sigma = 0.2 }
+daily_rhythm = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 0, 0]
+"""
+
+
+def test_analyze_on_a_live_run_gives_the_simulated_runs_hours_of_the_day(tmp_path: Path) -> None:
+    """analyze on a live run counted each account's hours of the day on the relay's wall clock: a day
+    played in ten real seconds fell in one or two hours of the machine's clock, and its sleep window
+    and UTC offset were those of whatever hour that was. It reads them on the run's clock: people who
+    write from 08:00 to 22:00 UTC are seen to, asleep in the night's hours, as the simulated run of
+    the same scenario sees them (up to an hour's edge: the live network's timing is not the simulator's,
+    and a receipt slower than analyze's two seconds is taken for a person's action)."""
+    scenario = parse_scenario(RHYTHM)
+    sim, out = tmp_path / "sim", tmp_path / "live"
+    run_to_dir(scenario, sim)
+    assert run_live(scenario, out, time_scale=0.0001) == 0
+    pages = {}
+    for run in (sim, out):
+        assert relaysim(["analyze", str(run)]) == 0
+        pages[run] = json.loads((run / "analysis" / "relay.json").read_text(encoding="utf-8"))
+    night = {22, 23, *range(8)}  # the scenario's rhythm writes nothing in them
+    for run, page in pages.items():
+        rhythms = page["analysis"]["pattern_of_life"]["daily_rhythm"]
+        assert len(rhythms) == 4 and all(r["sleep_window_utc"] is not None for r in rhythms), (run, rhythms)
+        for r in rhythms:
+            hours = {h for h, n in enumerate(r["by_utc_hour"]) if n}
+            # the day's hours, at most an hour's edge past them, not one or two of the machine's clock
+            assert len(hours) >= 10 and not hours & (night - {7, 22}), (run, r)
+            start, _ = r["sleep_window_utc"]
+            assert {(start + i) % 24 for i in range(6)} <= night, (run, r)
+            assert r["inferred_utc_offset_h"] in (-1, 0, 1), (run, r)
+        assert page["score"]["daily_rhythm"]["share_inside"] == 0.0
+    assert {r["account"] for r in pages[out]["analysis"]["pattern_of_life"]["daily_rhythm"]} == {
+        r["account"] for r in pages[sim]["analysis"]["pattern_of_life"]["daily_rhythm"]
+    }

@@ -1398,6 +1398,25 @@ def test_a_live_runs_relay_clock_that_cannot_be_read_is_named(
     refused(capsys, [command, str(run)], f"provider.json: {said}")
 
 
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_live_runs_time_scale_without_its_relays_clock_at_the_start_is_named(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A time_scale with no clock_epoch (no provider.json a live run writes) was read against the
+    simulator's own start (SIM_EPOCH), saying nothing; it is named, as a field of the wrong type is."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    del provider["clock_epoch"]
+    (run / "provider.json").write_text(json.dumps(provider | {"time_scale": 0.5}), encoding="utf-8")
+    refused(
+        capsys,
+        [command, str(run)],
+        "provider.json: clock_epoch: expected the relay's clock at the run's start (Unix seconds) beside "
+        "time_scale, got nothing",
+    )
+
+
 # --- the readers a Python caller calls: a FIFO, socket or device in a run's folder ------------------
 
 
