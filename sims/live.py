@@ -1478,20 +1478,27 @@ class _LiveRun:
         (run's drain) is in summary.json's ``live`` alone. A message the relay accepted then is not
         ``accepted_by_relay``, its transcript event a ``message_accepted_after_end``,
         ``messages_accepted_after_end`` how many: by the relay's send records' times where its profile
-        keeps them exactly (``_envelope_rows`` counted the envelopes), else by when the sender heard of
-        it or a recipient read it. A phone's read of a planned message then is no delivery
+        keeps them exactly (``_envelope_rows`` counted the envelopes), of any envelope of the message
+        the run knows of, else by when the sender heard of it or a recipient read it. A phone's read of a planned message then is no delivery
         (``device_deliveries``; it is among ``still_queued_or_in_flight``), its event a
         ``message_received_after_end``, ``device_deliveries_after_end`` how many: by its time in the
         message's state (_delivered), which the event's is taken beside."""
         end = self.scenario.duration
         relay_end = self.relay_time(end)
+        # every envelope of each message the run knows of, not only those of the first answer that reached
+        # its sender (state.envelope_ids: of a group message, one member account's part): that answer may
+        # be for a copy sent again after a dropped connection, whose earlier copy the relay had accepted
+        # (its answer lost) and a phone read; the relay had the message from its first record
+        envelopes: dict[int, list[bytes]] = {}
+        for eid, mid in self.envelope_message.items():
+            envelopes.setdefault(mid, []).append(eid)
         late: set[int] = set()
         for mid, state in self.messages.items():
             if state.accepted_at is None:
                 continue
             sends = [
                 r
-                for eid in state.envelope_ids
+                for eid in dict.fromkeys([*state.envelope_ids, *envelopes.get(mid, [])])
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]

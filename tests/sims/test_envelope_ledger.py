@@ -1060,6 +1060,46 @@ def test_a_live_run_counts_its_messages_as_they_stood_at_the_end_by_its_records_
     assert events(run) == [("message_accepted", 1), ("message_accepted_after_end", 2)]
 
 
+def test_a_live_run_counts_a_message_the_relay_had_before_the_end_by_any_of_its_envelopes() -> None:
+    """_LiveRun._messages_by_the_end went by the send records of the envelopes of the first answer that
+    reached the sender (``MessageState.envelope_ids``: for a group message, its first member account's
+    part). Where that answer was of a copy sent again after a dropped connection, the relay having
+    accepted the copy before, whose answer was lost, before the end, and ben having read that one before
+    the end, the message was counted accepted after the end though read before it (read, never
+    accepted). Now any envelope of the message the run knows of (every part's, every copy a phone read)
+    counts: accepted by the end, read by the end."""
+    from relaysim.relay.metadata import MetadataRecord, RecordKind
+    from relaysim.relay.profiles import KEEP_EVERYTHING_PROFILE
+    from relaysim.sims.world.simulation import MessageState
+    from relaysim.sims.world.traffic import PlannedMessage
+
+    def send(eid: bytes, t: float) -> MetadataRecord:
+        return MetadataRecord(
+            RecordKind.SEND,
+            t,
+            account="amira",
+            device=1,
+            recipient_account="ben",
+            recipient_device=1,
+            envelope_id=eid,
+        )
+
+    first, again = b"\x01" * 16, b"\x02" * 16
+    state = MessageState(PlannedMessage(1, 1.0, "amira", "ben", "text"), ("ben/1",))
+    # the answer amira heard (after the end) was for the copy sent again; ben read the first copy at 60 s
+    state.sent_at, state.accepted_at, state.envelope_ids = 1.0, 101.0, (again,)
+    state.delivered["ben/1"] = 60.0
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    run.messages, run.envelope_message = {1: state}, {again: 1, first: 1}
+    run.events = [{"kind": "message_accepted", "message": 1}, {"kind": "message_received", "message": 1}]
+    run.events[1]["device"] = "ben/1"
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    run._messages_by_the_end({first: [send(first, 1000.5)], again: [send(again, 1001.01)]})
+    assert (state.accepted_at, dict(state.delivered)) == (101.0, {"ben/1": 60.0})
+    assert [e["kind"] for e in run.events] == ["message_accepted", "message_received"]
+    assert run.messages_accepted_after_end == 0
+
+
 def test_a_live_run_counts_what_its_phones_saw_as_it_stood_at_the_end(tmp_path: Path) -> None:
     """_LiveRun.result on what the phones saw on either side of a 100-second scenario's end: a copy read
     again, an envelope that did not decrypt, one refused, a sync copy, a receipt and a plaintext other
