@@ -698,12 +698,13 @@ def test_a_live_run_counts_what_its_phones_could_not_read_as_it_stood_at_the_sce
     m = summary["messages"]
     assert {k: m[k] for k in keys} == {k: simulated["messages"][k] for k in keys}, (m, simulated["messages"])
     after = summary["live"]["after_end"]  # (what came after the end, said apart)
-    said = {
+    says: dict[str, dict[str, Any]] = {
         "refused": {"refused": {**dict.fromkeys(A.REFUSAL_REASONS, 0), A.UNTRUSTED_IDENTITY: 1}},
         "failed": {"undecryptable": 1},
         "twice": {"duplicates_dropped": 1},
         "other_text": {"plaintext_mismatches": 1},
-    }[how]
+    }
+    said = says[how]
     assert after == {
         **dict.fromkeys(("duplicates_dropped", "undecryptable", "sync_copies_read"), 0),
         "refused": dict.fromkeys(A.REFUSAL_REASONS, 0),
