@@ -58,7 +58,10 @@ recorded after the end is ``unread``, as the simulator counts one whose acknowle
 its way at the end. ``messages`` is counted as of the end too (``_messages_by_the_end``): a planned
 message the relay accepted during the wait is not ``accepted_by_relay`` (its transcript event a
 ``message_accepted_after_end``, ``live.messages_accepted_after_end`` how many), one a phone read then is
-``still_queued_or_in_flight`` (a ``message_received_after_end``, ``live.device_deliveries_after_end``). The
+``still_queued_or_in_flight`` (a ``message_received_after_end``, ``live.device_deliveries_after_end``), and
+so is the rest the phones saw during the wait (``_the_rest_by_the_end``): duplicates dropped, envelopes
+that did not decrypt or were refused, sync copies, plaintexts other than planned and receipts then are
+left out of the counts, their records ``<kind>_after_end``, ``live.after_end`` how many of each. The
 scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
@@ -441,7 +444,12 @@ class _LiveRun:
         self.messages_accepted_after_end = 0
         # envelopes the relay still held for phones online when the drain's wait ran out (run), or None
         self.queued_when_drain_ran_out: int | None = None
-        self.mismatched = 0
+        # when a phone read a plaintext other than the one planned (or one nobody sent it), each time: the
+        # run's plaintext_mismatches are those by the end, as the rest (_the_rest_by_the_end)
+        self._mismatched: list[float] = []
+        # what the phones saw during the wait after the end besides reading planned messages, which the
+        # run's counts leave out (summary.json's live.after_end; _the_rest_by_the_end)
+        self.after_end: dict[str, Any] = {}
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
         # Simulation._after_delivery, _cover, _move), from generators seeded the same way.
@@ -719,26 +727,27 @@ class _LiveRun:
     def _delivered(self, phone: _Phone, ev: Received, box: _Mailbox | None = None) -> bool:
         """Account for a message a phone decrypted; True the first time this phone reads it (``box``: the
         mailbox on it that read it, under which a copy read again is counted)."""
+        now = self.now()
         mid = self._match(phone, ev)
         state = self.messages.get(mid) if mid is not None else None
         if state is None or phone.name not in state.recipients:
             log.warning("%s received a message nobody sent it: %r", phone.name, ev.plaintext[:40])
-            self.mismatched += 1
+            self._mismatched.append(now)
             return False
         if phone.name in state.delivered:
             self.duplicates_dropped += 1
             name = phone.name if box is None else box.name
             self._read_again.append((name, ev.envelope_id))
             # one record a duplicate, as for a copy the phone could not read (_unread_classified)
-            self.emit({"kind": "duplicate_dropped", "device": name, "message": state.planned.id})
+            self.emit({"t": now, "kind": "duplicate_dropped", "device": name, "message": state.planned.id})
             return False
         self.envelope_message[ev.envelope_id] = state.planned.id
         if ev.plaintext != state.planned.text.encode() or ev.sender.account != state.planned.sender:
-            self.mismatched += 1
-        now = self.now()
+            self._mismatched.append(now)
         state.delivered[phone.name] = now
         self.emit(
             {
+                "t": now,
                 "kind": "message_received",
                 "message": state.planned.id,
                 "device": phone.name,
@@ -980,12 +989,14 @@ class _LiveRun:
             ),
             None,
         )
+        now = self.now()
         if mid is not None:
-            self.synced.setdefault(mid, {})[phone.name] = self.now()
+            self.synced.setdefault(mid, {})[phone.name] = now
         else:
-            self.mismatched += 1
+            self._mismatched.append(now)
         self.emit(
             {
+                "t": now,
                 "kind": "sync_copy_received",
                 "device": phone.name,
                 "from": f"{event.sender.account}/{event.sender.device}",
@@ -1439,14 +1450,18 @@ class _LiveRun:
         self.events[:] = list(heapq.merge(self.events, self._unread_records(), key=lambda e: e["t"]))
         # (last: what the phones could not read is classified by what they had read by then, at any time)
         self._messages_by_the_end(by_envelope)
+        after = self.after_end = self._the_rest_by_the_end()
+        for reason, n in after["refused"].items():
+            refused[reason] -= n
+        end = self.scenario.duration
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
             dict(sorted(counts.items())),
             {"lost": 0, "duplicated": 0, "partitioned": 0},  # loopback: no simulated network
-            undecryptable,
-            self.duplicates_dropped + duplicates,
-            self.mismatched,
+            undecryptable - after["undecryptable"],
+            self.duplicates_dropped + duplicates - after["duplicates_dropped"],
+            sum(t <= end for t in self._mismatched),
             len(self.events),
             queued,
             None,
@@ -1464,20 +1479,27 @@ class _LiveRun:
         (run's drain) is in summary.json's ``live`` alone. A message the relay accepted then is not
         ``accepted_by_relay``, its transcript event a ``message_accepted_after_end``,
         ``messages_accepted_after_end`` how many: by the relay's send records' times where its profile
-        keeps them exactly (``_envelope_rows`` counted the envelopes), else by when the sender heard of
-        it or a recipient read it. A phone's read of a planned message then is no delivery
+        keeps them exactly (``_envelope_rows`` counted the envelopes), of any envelope of the message
+        the run knows of, else by when the sender heard of it or a recipient read it. A phone's read of a planned message then is no delivery
         (``device_deliveries``; it is among ``still_queued_or_in_flight``), its event a
         ``message_received_after_end``, ``device_deliveries_after_end`` how many: by its time in the
         message's state (_delivered), which the event's is taken beside."""
         end = self.scenario.duration
         relay_end = self.relay_time(end)
+        # every envelope of each message the run knows of, not only those of the first answer that reached
+        # its sender (state.envelope_ids: of a group message, one member account's part): that answer may
+        # be for a copy sent again after a dropped connection, whose earlier copy the relay had accepted
+        # (its answer lost) and a phone read; the relay had the message from its first record
+        envelopes: dict[int, list[bytes]] = {}
+        for eid, mid in self.envelope_message.items():
+            envelopes.setdefault(mid, []).append(eid)
         late: set[int] = set()
         for mid, state in self.messages.items():
             if state.accepted_at is None:
                 continue
             sends = [
                 r
-                for eid in state.envelope_ids
+                for eid in dict.fromkeys([*state.envelope_ids, *envelopes.get(mid, [])])
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
@@ -1498,6 +1520,48 @@ class _LiveRun:
         for state in self.messages.values():
             for name in [name for name, t in state.delivered.items() if t > end]:
                 del state.delivered[name]
+
+    def _the_rest_by_the_end(self) -> dict[str, Any]:
+        """What the phones saw during the wait after the scenario's end besides the planned messages they
+        read (``_messages_by_the_end``), which the simulator, stopped there, never sees: copies dropped as
+        duplicates, envelopes that did not decrypt or were refused, sync copies, plaintexts other than
+        planned, receipts. Each transcript record of one is renamed ``<kind>_after_end``
+        (``duplicate_dropped_after_end``, ``undecryptable_after_end``, ``sync_copy_received_after_end``,
+        ``receipt_received_after_end``), the sync copies read then are taken out of ``synced`` and the
+        receipts out of ``control``'s ``receipts_received``; returned: how many of each, under the names
+        of the counts they are left out of (summary.json's ``live.after_end``), which ``result`` takes
+        from its own. By each record's time, the phone's report's (_unreadable, _delivered,
+        _sync_copy, _agent_event)."""
+        end = self.scenario.duration
+        after: dict[str, Any] = {
+            "duplicates_dropped": 0,
+            "undecryptable": 0,
+            "refused": dict.fromkeys(REFUSAL_REASONS, 0),
+            "sync_copies_read": 0,
+            "plaintext_mismatches": sum(t > end for t in self._mismatched),
+            "receipts_received": 0,
+        }
+        for e in self.events:
+            kind = e["kind"]
+            if kind not in _AFTER_END_KINDS or e["t"] <= end:
+                continue
+            e["kind"] = f"{kind}_after_end"
+            if kind == "duplicate_dropped":
+                after["duplicates_dropped"] += 1
+            elif kind == "undecryptable" and "reason" in e:
+                after["refused"][e["reason"]] += 1
+            elif kind == "undecryptable":
+                after["undecryptable"] += 1
+            elif kind == "receipt_received":
+                after["receipts_received"] += 1
+        for mid, copies in list(self.synced.items()):
+            for name in [name for name, t in copies.items() if t > end]:
+                del copies[name]
+                after["sync_copies_read"] += 1
+            if not copies:
+                del self.synced[mid]
+        self.control["receipts_received"] -= after["receipts_received"]
+        return after
 
     def _envelope_rows(
         self, records: Sequence[MetadataRecord], left: Sequence[Any]
@@ -1584,6 +1648,12 @@ class _LiveRun:
         return envelope_rows(sent, acked, unread, outcomes)
 
 
+# The transcript's records of what the phones saw that _the_rest_by_the_end renames ``<kind>_after_end``
+# when they came during the wait after the scenario's end (as _messages_by_the_end renames a
+# message_accepted or message_received then)
+_AFTER_END_KINDS: Final = ("duplicate_dropped", "undecryptable", "sync_copy_received", "receipt_received")
+
+
 def _made_by(r: MetadataRecord, end: float) -> bool:
     """Whether the relay made the record ``r`` by the scenario's end (``end``, the relay's clock then)."""
     return r.time is not None and r.time <= end
@@ -1607,6 +1677,8 @@ class _Outcome:
     envelopes_after_end: int | None = None
     device_deliveries_after_end: int = 0
     messages_accepted_after_end: int = 0
+    # the rest the phones saw then, by the name of the count it is left out of (_LiveRun._the_rest_by_the_end)
+    after_end: dict[str, Any] = field(default_factory=dict)
     provider: dict[str, Any] = field(default_factory=dict)  # provider.json (_LiveRun.provider_file)
 
 
@@ -1650,6 +1722,7 @@ async def _run_live(
         run.envelopes_after_end,
         run.device_deliveries_after_end,
         run.messages_accepted_after_end,
+        run.after_end,
         run.provider_file(),
     )
 
@@ -1658,10 +1731,13 @@ def _envelopes(n: int) -> str:
     return f"{n:,} envelope{'s' if n != 1 else ''}"
 
 
-def _after_end_words(accepted: int, deliveries: int, envelopes: int | None) -> str:
+def _after_end_words(
+    accepted: int, deliveries: int, envelopes: int | None, rest: dict[str, Any] | None = None
+) -> str:
     """summary.md's words for what the run did during its wait after the scenario's end, which its
     counts leave out (summary.json's ``live.messages_accepted_after_end``,
-    ``live.device_deliveries_after_end``, ``live.envelopes_after_end``); none when it did nothing then."""
+    ``live.device_deliveries_after_end``, ``live.envelopes_after_end``, and ``live.after_end``: ``rest``);
+    none when it did nothing then."""
     said = []
     if accepted:
         said.append(f"the relay accepted {accepted} planned message{'s' if accepted != 1 else ''}")
@@ -1674,6 +1750,30 @@ def _after_end_words(accepted: int, deliveries: int, envelopes: int | None) -> s
         said.append(
             f"the relay accepted {_envelopes(envelopes)} (among its records, none of the envelopes counted)"
         )
+    rest = rest or {}
+
+    def n_of(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    seen = [
+        f"{verb} {n_of(n, one, many)}"
+        for n, verb, one, many in (
+            (rest.get("duplicates_dropped", 0), "dropped", "duplicate", "duplicates"),
+            (rest.get("undecryptable", 0), "could not decrypt", "envelope", "envelopes"),
+            (sum(rest.get("refused", {}).values()), "refused", "envelope", "envelopes"),
+            (rest.get("sync_copies_read", 0), "read", "sync copy", "sync copies"),
+            (
+                rest.get("plaintext_mismatches", 0),
+                "read",
+                "plaintext other than planned",
+                "plaintexts other than planned",
+            ),
+            (rest.get("receipts_received", 0), "received", "receipt", "receipts"),
+        )
+        if n
+    ]
+    if seen:
+        said.append(f"the phones {', '.join(seen)} (none of them counted)")
     if not said:
         return ""
     return (
@@ -1805,6 +1905,10 @@ def run_live(
     summary["live"]["envelopes_after_end"] = outcome.envelopes_after_end
     summary["live"]["messages_accepted_after_end"] = outcome.messages_accepted_after_end
     summary["live"]["device_deliveries_after_end"] = outcome.device_deliveries_after_end
+    # the rest the phones saw then, by the name of the count it is left out of: "messages"'
+    # duplicates_dropped, undecryptable, refused (by reason), sync_copies_read, plaintext_mismatches, and
+    # the receipts they received; each with its transcript record a <kind>_after_end
+    summary["live"]["after_end"] = outcome.after_end
     # None: the wait after the end settled; else how long it waited and what was still queued then
     queued = outcome.queued_when_drain_ran_out
     summary["live"]["drain_ran_out"] = None
@@ -1843,6 +1947,7 @@ def run_live(
             outcome.messages_accepted_after_end,
             outcome.device_deliveries_after_end,
             outcome.envelopes_after_end,
+            outcome.after_end,
         )
     )
     (out / "summary.md").write_text(markdown, encoding="utf-8")

@@ -623,6 +623,114 @@ def test_a_live_run_counts_its_messages_as_they_stood_at_the_scenario_s_end(
     ) in " ".join(text.split()), text
 
 
+_LAST_TEXT = b"Last, just before the end"
+
+
+def _amira_reads_the_last_text(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Amira's phone makes of ben's last text of ``_LAST_WORD`` what ``how`` says: "refused" (it decrypted,
+    from an identity key the user has not approved), "failed" (it did not decrypt), "twice" (it reads it,
+    then reads it again) or "other_text" (it reads another plaintext than the one written)."""
+    from relaysim.sims import live
+
+    if how in ("refused", "failed"):
+        decrypt = Device._decrypt
+
+        def unreadable(self: Device, peer: Any, ciphertext: bytes, identity: bytes | None) -> bytes:
+            plaintext = decrypt(self, peer, ciphertext, identity)
+            if self.address.account == "amira" and _LAST_TEXT in plaintext:
+                if how == "failed":
+                    raise DecryptionError()
+                raise UntrustedIdentity(
+                    IdentityChanged(peer, b"\x01" * 32, b"\x02" * 32, "message", False, False)
+                )
+            return plaintext
+
+        monkeypatch.setattr(Device, "_decrypt", unreadable)
+        return
+    received = live._LiveRun._received
+
+    def reads(self: Any, phone: Any, ev: A.Received, box: Any = None) -> None:
+        if ev.plaintext != _LAST_TEXT:
+            received(self, phone, ev, box)
+        elif how == "twice":
+            received(self, phone, ev, box)
+            received(self, phone, ev, box)
+        else:  # (tied to its message by its envelope: its text no longer says which it is)
+            self.envelope_message[ev.envelope_id] = self._match(phone, ev)
+            received(self, phone, dataclasses.replace(ev, plaintext=b"not what was written"), box)
+
+    monkeypatch.setattr(live._LiveRun, "_received", reads)
+
+
+@pytest.mark.parametrize("how", ["refused", "failed", "twice", "other_text"])
+def test_a_live_run_counts_what_its_phones_could_not_read_as_it_stood_at_the_scenario_s_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Ben's last text reaches the relay after the scenario's end (every write late), and amira's phone
+    cannot read it (refuses it, or fails to decrypt it), reads it twice, or reads another plaintext, while
+    the run waits. The simulator (the reference: the same scenario ending with the text on its way) stops
+    at the end and sees none of it. The live run counted it all the same (``undecryptable`` 1, a refusal,
+    a duplicate dropped, a plaintext mismatch), its transcript an ``undecryptable`` or
+    ``duplicate_dropped`` record, where its messages and envelopes were counted as of the end. Now these
+    are counted as of the end too, as the simulator's, and summary.json's ``live.after_end`` says what
+    came after (its record an ``undecryptable_after_end`` or ``duplicate_dropped_after_end``)."""
+    from relaysim.clients import net
+    from relaysim.sims import live
+
+    keys = ("duplicates_dropped", "undecryptable", "refused", "plaintext_mismatches")
+    _amira_reads_the_last_text(monkeypatch, how)
+    ending = _LAST_WORD.replace('"2m"', '"119.001s"', 1)  # the simulated text still on its way at the end
+    simulated = report.summarise(Simulation(parse_scenario(ending, source="last-word.toml")).run())
+    assert all(simulated["messages"][k] in (0, dict.fromkeys(A.REFUSAL_REASONS, 0)) for k in keys)
+
+    write = net.DeviceConnection._write
+
+    async def slow_write(self: Any, stream: Any, data: bytes) -> None:
+        await trio.sleep(0.1)  # 5 simulated seconds: ben's last text reaches the relay after the end
+        await write(self, stream, data)
+
+    monkeypatch.setattr(net.DeviceConnection, "_write", slow_write)
+    # (a text amira's phone could not read is one the wait after the end waits for to the last: not long)
+    monkeypatch.setattr(live, "DRAIN_TIMEOUT", 2.0)
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    m = summary["messages"]
+    assert {k: m[k] for k in keys} == {k: simulated["messages"][k] for k in keys}, (m, simulated["messages"])
+    after = summary["live"]["after_end"]  # (what came after the end, said apart)
+    says: dict[str, dict[str, Any]] = {
+        "refused": {"refused": {**dict.fromkeys(A.REFUSAL_REASONS, 0), A.UNTRUSTED_IDENTITY: 1}},
+        "failed": {"undecryptable": 1},
+        "twice": {"duplicates_dropped": 1},
+        "other_text": {"plaintext_mismatches": 1},
+    }
+    said = says[how]
+    assert after == {
+        **dict.fromkeys(("duplicates_dropped", "undecryptable", "sync_copies_read"), 0),
+        "refused": dict.fromkeys(A.REFUSAL_REASONS, 0),
+        "plaintext_mismatches": 0,
+        "receipts_received": 0,
+        **said,
+    }, after
+    events = [
+        json.loads(line) for line in (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    unread = [
+        (e["kind"], e["message"]) for e in events if e["kind"].startswith(("undecryptable", "duplicate"))
+    ]
+    record = {"refused": "undecryptable", "failed": "undecryptable", "twice": "duplicate_dropped"}.get(how)
+    assert unread == ([(f"{record}_after_end", 2)] if record else []), unread
+    assert all(e["t"] > scenario.duration for e in events if e["kind"].endswith("_after_end"))
+    assert report.run_disagreements(tmp_path) == []
+    words = " ".join((tmp_path / "summary.md").read_text(encoding="utf-8").split())
+    assert {
+        "refused": "the phones refused 1 envelope",
+        "failed": "the phones could not decrypt 1 envelope",
+        "twice": "the phones dropped 1 duplicate",
+        "other_text": "the phones read 1 plaintext other than planned",
+    }[how] in words, words
+
+
 # A phone that reads a text and loses its network before its acknowledgement reaches the relay, and
 # stays offline to the end: ``%s`` is its offline window.
 _GONE = """
@@ -749,6 +857,61 @@ def test_both_drivers_count_an_envelope_whose_acknowledgement_is_in_flight_at_th
     events = list(live.messages[0].delivered.items())
     assert [name for name, _t in events] == ["ben/1"] and events[0][1] < 120, live.messages
     assert live.envelopes_by_device["ben/1"] == in_flight, live.envelopes_by_device
+
+
+def test_both_drivers_count_a_receipt_in_flight_at_the_end_as_not_received(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ben reads amira's text just before the end and his phone sends her a delivery receipt, still on its
+    way at the end. The simulator (the reference) stops there: one receipt sent, none received. The live
+    driver's wait after the end carried it to amira's phone, and its ``receipts_received`` counted it, a
+    ``receipt_received`` in its transcript. Now the live run counts the receipts as of the end, as the
+    simulator does, and says apart what came after (summary.json's ``live.after_end``, a
+    ``receipt_received_after_end`` record)."""
+    from relaysim.clients import net
+    from relaysim.sims import live
+
+    text = _LAST_READ.replace('receipts = "off"', 'receipts = "on"', 1)
+    read_at = Simulation(parse_scenario(text % '"10m"', source="last-read.toml")).run().messages[0].delivered
+    # the end a millisecond after he read it: his receipt is still on its way
+    simulated = Simulation(
+        parse_scenario(text % f'"{read_at["ben/1"] + 0.001}s"', source="last-read.toml")
+    ).run()
+    assert (simulated.control["receipts_sent"], simulated.control["receipts_received"]) == (1, 0)
+
+    write = net.DeviceConnection._write
+
+    async def ben_writes_late(self: Any, stream: Any, data: bytes) -> None:
+        if self._name.startswith("ben."):
+            await trio.sleep(0.4)  # 20 simulated seconds: his receipt reaches the relay after the end
+        await write(self, stream, data)
+
+    monkeypatch.setattr(net.DeviceConnection, "_write", ben_writes_late)
+    result: list[Any] = []
+    run = live._run_live
+
+    async def kept(*args: Any) -> Any:
+        result.append(await run(*args))
+        return result[-1]
+
+    monkeypatch.setattr(live, "_run_live", kept)
+    # the end 10 simulated seconds after the send (200 ms of real time): the text reaches him before
+    scenario = parse_scenario(text % '"120s"', source="last-read.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.02, quiet=True) == 0
+    (outcome,) = result
+    assert [name for name, t in outcome.result.messages[0].delivered.items() if t < 120] == ["ben/1"]
+    assert outcome.result.control == simulated.control, (outcome.result.control, simulated.control)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["after_end"]["receipts_received"] == 1, summary["live"]
+    events = [
+        json.loads(line) for line in (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    receipts = [(e["kind"], e["device"], e["t"] > 120) for e in events if e["kind"].startswith("receipt_")]
+    assert receipts == [("receipt_received_after_end", "amira/1", True)], receipts
+    assert report.run_disagreements(tmp_path) == []
+    assert "the phones received 1 receipt" in " ".join(
+        (tmp_path / "summary.md").read_text(encoding="utf-8").split()
+    )
 
 
 def _ledger_run(profile: Any) -> Any:
@@ -896,6 +1059,118 @@ def test_a_live_run_counts_its_messages_as_they_stood_at_the_end_by_its_records_
     run._messages_by_the_end({})
     assert [s.accepted_at for s in run.messages.values()] == [101.0, None]
     assert events(run) == [("message_accepted", 1), ("message_accepted_after_end", 2)]
+
+
+def test_a_live_run_counts_a_message_the_relay_had_before_the_end_by_any_of_its_envelopes() -> None:
+    """_LiveRun._messages_by_the_end went by the send records of the envelopes of the first answer that
+    reached the sender (``MessageState.envelope_ids``: for a group message, its first member account's
+    part). Where that answer was of a copy sent again after a dropped connection, the relay having
+    accepted the copy before, whose answer was lost, before the end, and ben having read that one before
+    the end, the message was counted accepted after the end though read before it (read, never
+    accepted). Now any envelope of the message the run knows of (every part's, every copy a phone read)
+    counts: accepted by the end, read by the end."""
+    from relaysim.relay.metadata import MetadataRecord, RecordKind
+    from relaysim.relay.profiles import KEEP_EVERYTHING_PROFILE
+    from relaysim.sims.world.simulation import MessageState
+    from relaysim.sims.world.traffic import PlannedMessage
+
+    def send(eid: bytes, t: float) -> MetadataRecord:
+        return MetadataRecord(
+            RecordKind.SEND,
+            t,
+            account="amira",
+            device=1,
+            recipient_account="ben",
+            recipient_device=1,
+            envelope_id=eid,
+        )
+
+    first, again = b"\x01" * 16, b"\x02" * 16
+    state = MessageState(PlannedMessage(1, 1.0, "amira", "ben", "text"), ("ben/1",))
+    # the answer amira heard (after the end) was for the copy sent again; ben read the first copy at 60 s
+    state.sent_at, state.accepted_at, state.envelope_ids = 1.0, 101.0, (again,)
+    state.delivered["ben/1"] = 60.0
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    run.messages, run.envelope_message = {1: state}, {again: 1, first: 1}
+    run.events = [{"kind": "message_accepted", "message": 1}, {"kind": "message_received", "message": 1}]
+    run.events[1]["device"] = "ben/1"
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    run._messages_by_the_end({first: [send(first, 1000.5)], again: [send(again, 1001.01)]})
+    assert (state.accepted_at, dict(state.delivered)) == (101.0, {"ben/1": 60.0})
+    assert [e["kind"] for e in run.events] == ["message_accepted", "message_received"]
+    assert run.messages_accepted_after_end == 0
+
+
+def test_a_live_run_counts_what_its_phones_saw_as_it_stood_at_the_end(tmp_path: Path) -> None:
+    """_LiveRun.result on what the phones saw on either side of a 100-second scenario's end: a copy read
+    again, an envelope that did not decrypt, one refused, a sync copy, a receipt and a plaintext other
+    than planned, each before the end and again after it. The counts take those before the end (the
+    simulator, stopped there, sees no others); the others are summary.json's ``live.after_end``, their
+    records renamed ``<kind>_after_end``, the late sync copy out of ``synced``."""
+    from types import SimpleNamespace
+
+    from relaysim.relay.profiles import KEEP_EVERYTHING_PROFILE
+    from relaysim.relay.store import Store
+
+    run = _ledger_run(KEEP_EVERYTHING_PROFILE)
+    ids = [bytes([i]) * 16 for i in range(1, 5)]
+    run.events = [
+        {"t": t, "kind": kind, "device": device, "message": mid}
+        for t, kind, device, mid in (
+            (10.0, "duplicate_dropped", "ben/1", 1),
+            (20.0, "sync_copy_received", "amira/2", 1),
+            (30.0, "receipt_received", "amira/1", None),
+            (101.0, "duplicate_dropped", "ben/1", 2),
+            (102.0, "sync_copy_received", "amira/2", 2),
+            (103.0, "sync_copy_received", "amira/2", None),  # (a plaintext other than any sent)
+            (104.0, "receipt_received", "amira/1", None),
+        )
+    ]
+    run._unread = [
+        ("ben/1", ids[0], 40.0, A.DECRYPTION_FAILED, "ben/1"),
+        ("ben/1", ids[1], 50.0, A.UNTRUSTED_IDENTITY, "ben/1"),
+        ("ben/1", ids[2], 105.0, A.DECRYPTION_FAILED, "ben/1"),
+        ("ben/1", ids[3], 106.0, A.UNTRUSTED_IDENTITY, "ben/1"),
+    ]
+    run.duplicates_dropped, run._read_again = 2, [("ben/1", b"\x09" * 16), ("ben/1", b"\x0a" * 16)]
+    run._mismatched = [60.0, 103.0]
+    run.synced = {1: {"amira/2": 20.0}, 2: {"amira/2": 102.0}}
+    run.control = dict.fromkeys(("receipts_sent", "cover_sent", "fresh_connections", "moves"), 0)
+    run.control["receipts_received"] = 2
+    run._control_accepted, run.timeline = [], SimpleNamespace(disclosures=[])
+    run.device_deliveries_after_end = run.messages_accepted_after_end = 0
+    Store(tmp_path / "relay.db").close()
+    result = run.result(tmp_path / "relay.db")
+    assert result.synced == {1: {"amira/2": 20.0}}, result.synced
+    assert result.control["receipts_received"] == 1
+    one = {A.UNTRUSTED_IDENTITY: 1, A.SEALED_SENDER_SELF_SEND: 0}
+    assert (result.duplicates_dropped, result.undecryptable, result.refused, result.mismatched) == (
+        1,
+        1,
+        one,
+        1,
+    )
+    assert run.after_end == {
+        "duplicates_dropped": 1,
+        "undecryptable": 1,
+        "refused": one,
+        "sync_copies_read": 1,
+        "plaintext_mismatches": 1,
+        "receipts_received": 1,
+    }
+    assert [(e["t"], e["kind"]) for e in run.events] == [
+        (10.0, "duplicate_dropped"),
+        (20.0, "sync_copy_received"),
+        (30.0, "receipt_received"),
+        (40.0, "undecryptable"),
+        (50.0, "undecryptable"),
+        (101.0, "duplicate_dropped_after_end"),
+        (102.0, "sync_copy_received_after_end"),
+        (103.0, "sync_copy_received_after_end"),
+        (104.0, "receipt_received_after_end"),
+        (105.0, "undecryptable_after_end"),
+        (106.0, "undecryptable_after_end"),
+    ]
 
 
 def _ben_cannot_read_it(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
