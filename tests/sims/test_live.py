@@ -35,6 +35,7 @@ from relaysim.sims.world.traffic import plan_group_steps, plan_messages
 from tests.helpers import BUSY_BOOK_CLUB, MAILBOX_SCALE, MAILBOXES, fresh_connections
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
+SCALE = 0.0005  # a wider margin, where a test's figures depend on each message's timing: 5 h in 9 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
 
 
@@ -239,13 +240,15 @@ def test_disclose_on_a_live_runs_database_dates_its_records_on_the_runs_clock(
     provider.json (the relay's clock at t = 0, the time scale, the profile; no machine path), and a
     disclosure of it shows the run's times: inside the scenario, each message's record between the
     transcript's times of its send and of the relay's answer to it (the relay recorded it in between)."""
+    # (2.5 x the module's time scale: under a loaded machine's tests, a message reached the relay late
+    # enough to miss the order's 30 minutes at 0.0002)
     out = tmp_path / "tf"
-    assert relaysim(["run", "two-friends", "--live", "--time-scale", str(TIME_SCALE), "--out", str(out)]) == 0
+    assert relaysim(["run", "two-friends", "--live", "--time-scale", str(SCALE), "--out", str(out)]) == 0
     text = (out / "provider.json").read_text(encoding="utf-8")
     assert str(tmp_path) not in text and "/" not in text  # no machine path
     provider = json.loads(text)
-    assert (provider["profile"], provider["time_scale"]) == ("keep-everything", TIME_SCALE)
-    assert provider["run_ended"] == pytest.approx(provider["clock_epoch"] + 5 * 3600 * TIME_SCALE)
+    assert (provider["profile"], provider["time_scale"]) == ("keep-everything", SCALE)
+    assert provider["run_ended"] == pytest.approx(provider["clock_epoch"] + 5 * 3600 * SCALE)
     assert provider["geoip"]["127.1.0.1"] == "pk"  # the loopback address amira's phone came from
     capsys.readouterr()
     at = 1800  # "30m": amira's and ben's first three messages, planned at 10, 12 and 15 minutes, before it
@@ -280,7 +283,7 @@ def test_disclose_on_a_live_runs_database_dates_its_records_on_the_runs_clock(
     assert "created before the run's start" in (out / "disclosures" / "search-warrant-amira.md").read_text()
     # the JSON keeps the relay's own clock, as the run's disclosures/ do
     data = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
-    assert data["served"] == pytest.approx(provider["clock_epoch"] + at * TIME_SCALE)
+    assert data["served"] == pytest.approx(provider["clock_epoch"] + at * SCALE)
     assert data["provided"]["account_created"][0]["created"] < provider["clock_epoch"]
     # the report's orders read the same clock: served when the timeline served them (it showed the real
     # seconds since the start, "Served at 00:00:01", the time scale left out)
