@@ -382,7 +382,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.live:
         from relaysim.sims.live import run_live
 
-        return run_live(scenario, out, time_scale=args.time_scale, quiet=args.quiet)
+        code = run_live(scenario, out, time_scale=args.time_scale, quiet=args.quiet)
+        if (out / "summary.json").is_file():  # (--report was not read: a live run wrote no page)
+            _say_report(out, args.report)
+        return code
     started = time.monotonic()
     from relaysim.sims.progress import progress_bar
 
