@@ -368,11 +368,13 @@ def _run(args: argparse.Namespace) -> int:
     scenario = _scenario(args.scenario)
     if args.seed is not None:
         scenario = scenario.with_seed(args.seed)
-    from relaysim.sims.scenario import ScenarioError
+    from relaysim.sims.scenario import ScenarioError, one_profile
     from relaysim.sims.world.traffic import check_population
 
     try:
         check_population(scenario)  # the devices events name, once the seed has made the people
+        if args.live:  # (one relay process: a comparison's ran under [relay] profile alone, unsaid)
+            one_profile(scenario, "relaysim run --live")
     except ScenarioError as exc:
         raise CliError(str(exc)) from None
     out = Path(args.out or f"out/{scenario.name}")

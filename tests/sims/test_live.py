@@ -345,6 +345,19 @@ def test_a_forward_order_with_no_end_live_and_its_report(
     assert [(c["from"], c["to"]) for c in tap["provided"]["ciphertext"]][:1] == [("amira", "ben")], tap
 
 
+def test_relaysim_run_live_refuses_a_scenario_of_several_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """india-2010 compares BES with consumer BBM; live, it ran one relay under keep-everything, the
+    default [relay] profile, and said nothing of it."""
+    out = tmp_path / "in"
+    assert relaysim(["run", "india-2010", "--live", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "india-2010: scenario.compare_profiles: this scenario runs under several relay" in err, err
+    assert "relaysim run --live runs one relay under one profile" in err, err
+    assert not out.exists()
+
+
 def test_a_relay_slow_to_stop_is_waited_for_not_killed() -> None:
     """RELAY_STOP_TIMEOUT is a hang guard: a relay whose shutdown waits 30 s on the disk (its last
     fsync and checkpoint, on a loaded machine) exits by itself with 0; one that never exits is killed."""
