@@ -628,8 +628,8 @@ def _disclose(args: argparse.Namespace) -> int:
         )
     if recorded is not None and recorded != profile.name:
         print(
-            f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile; answering as "
-            f"{profile.name!r} describes records that {profile.name!r}'s policy did not write",
+            f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile, not {profile.name!r}: "
+            f"the answer may describe records that {profile.name}'s relay would not have kept",
             file=sys.stderr,
         )
     from relaysim.relay.legal import get_instrument, with_article
