@@ -341,6 +341,11 @@ def test_a_forward_order_with_no_end_live_and_its_report(
     assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     tap = json.loads((out / "disclosures" / "tap.json").read_text(encoding="utf-8"))
     assert tap["response"] == "complied", tap["response"]
+    # The README: a live transcript's relay records keep the relay's own clock, which provider.json reads.
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    (received,) = [e for e in _events(out) if e["kind"] == "message_received"]
+    assert provider["clock_epoch"] <= received["relay"]["accepted_ms"] / 1000 <= provider["run_ended"]
+    assert provider["clock_epoch"] <= received["relay"]["delivery"]["time"] <= provider["run_ended"]
     # (keep-everything holds no content key: the tap's collection is the message's ciphertext)
     assert [(c["from"], c["to"]) for c in tap["provided"]["ciphertext"]][:1] == [("amira", "ben")], tap
 
