@@ -368,11 +368,13 @@ def _run(args: argparse.Namespace) -> int:
     scenario = _scenario(args.scenario)
     if args.seed is not None:
         scenario = scenario.with_seed(args.seed)
-    from relaysim.sims.scenario import ScenarioError
+    from relaysim.sims.scenario import ScenarioError, one_profile
     from relaysim.sims.world.traffic import check_population
 
     try:
         check_population(scenario)  # the devices events name, once the seed has made the people
+        if args.live:  # (one relay process: a comparison's ran under [relay] profile alone, unsaid)
+            one_profile(scenario, "relaysim run --live")
     except ScenarioError as exc:
         raise CliError(str(exc)) from None
     out = Path(args.out or f"out/{scenario.name}")
@@ -382,7 +384,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.live:
         from relaysim.sims.live import run_live
 
-        return run_live(scenario, out, time_scale=args.time_scale, quiet=args.quiet)
+        code = run_live(scenario, out, time_scale=args.time_scale, quiet=args.quiet)
+        if (out / "summary.json").is_file():  # (--report was not read: a live run wrote no page)
+            _say_report(out, args.report)
+        return code
     started = time.monotonic()
     from relaysim.sims.progress import progress_bar
 
@@ -623,8 +628,8 @@ def _disclose(args: argparse.Namespace) -> int:
         )
     if recorded is not None and recorded != profile.name:
         print(
-            f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile; answering as "
-            f"{profile.name!r} describes records that {profile.name!r}'s policy did not write",
+            f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile, not {profile.name!r}: "
+            f"the answer may describe records that {profile.name}'s relay would not have kept",
             file=sys.stderr,
         )
     from relaysim.relay.legal import get_instrument, with_article

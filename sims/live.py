@@ -1268,8 +1268,12 @@ class _LiveRun:
         self._admin_queue.append({"op": "preserve", "account": account, "since": since})
 
     def add_tap(self, tap: Tap) -> None:
+        # An order that looks forward with no end (a wiretap with no `to`) collects, in the simulator,
+        # until the run's end; the operator's socket takes only a time on the relay's clock (JSON has
+        # no infinity), so it is given the scenario's end, as of which a live run counts what it did.
+        end = tap.end if math.isfinite(tap.end) else self.relay_time(self.scenario.duration)
         self._admin_queue.append(
-            {"op": "add_tap", "id": tap.id, "target": tap.target, "start": tap.start, "end": tap.end}
+            {"op": "add_tap", "id": tap.id, "target": tap.target, "start": tap.start, "end": end}
             | {"content": tap.content}
         )
 
@@ -1953,7 +1957,8 @@ def run_live(
     (out / "summary.md").write_text(markdown, encoding="utf-8")
     m = summary["messages"]
     print(
-        f"{scenario.name} live (time scale {time_scale:g}): {m['planned']} messages; "
+        f"{scenario.name} live (time scale {time_scale:g}) under relay profile {scenario.relay.profile_said()}: "
+        f"{m['planned']} messages; "
         f"{m['device_deliveries']}/{m['device_deliveries_expected']} device deliveries, "
         f"{m['plaintext_mismatches']} mismatches; relay exit code {outcome.relay_exit}; "
         f"{outcome.real_seconds:.1f} s of real time."

@@ -1272,7 +1272,9 @@ def test_disclose_under_another_profile_warns_and_bad_arguments_are_clear(
         main(["disclose", "--db", db, "--profile", "signal", "--process", "subpoena", "--target", "tariq"])
         == 0
     )
-    assert "recorded under the 'bbm-consumer' profile" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "recorded under the 'bbm-consumer' profile, not 'signal': the answer may describe records" in err
+    assert "signal's relay would not have kept" in err and "'signal''s" not in err, err  # (said 'signal''s)
     assert main(["disclose", "--db", db, "--process", "subpoena"]) == 2
     assert "give --target ACCOUNT" in capsys.readouterr().err
     assert main(["disclose", "--db", db, "--process", "it_act_69"]) == 2  # said "an it_act_69", not "a"

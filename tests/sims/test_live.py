@@ -215,7 +215,10 @@ def test_relaysim_run_live_writes_what_relaysim_show_reads(
     out = tmp_path / "tf"
     assert relaysim(["run", "two-friends", "--live", "--time-scale", "0.0001", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "two-friends live (time scale 0.0001): 12 messages; 12/12 device deliveries" in printed
+    assert (
+        "two-friends live (time scale 0.0001) under relay profile keep-everything (the default): 12 messages; "
+        "12/12 device deliveries"
+    ) in printed
     assert {p.name for p in out.iterdir()} >= {
         "transcript.jsonl",
         "relay.db",
@@ -317,6 +320,50 @@ def test_relaysim_run_live_refuses_a_bad_time_scale(
         relaysim(["run", "--help"])
     usage = capsys.readouterr().out
     assert "--live" in usage and "--time-scale" in usage
+
+
+def test_a_forward_order_with_no_end_live_and_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wiretap with no `to` collects, in the simulator, until the run's end; live, its tap's end went
+    to the relay's operator socket as JSON's Infinity, which it refuses: `relaysim run india-2010
+    --live` stopped with an internal error. And `run --live --report` wrote no report.html, unsaid."""
+    text = (
+        '[scenario]\nname = "open-tap"\nduration = "30m"\n[[people]]\nname = "amira"\n[[people]]\nname = "ben"\n'
+        '[[conversations]]\nbetween = ["amira", "ben"]\n'
+        'messages = [{ at = "10m", from = "amira", text = "after the tap" }]\n'
+        '[[events]]\nat = "5m"\nkind = "legal_process"\nprocess = "wiretap"\ntarget = "amira"\nname = "tap"\n'
+    )
+    (tmp_path / "open-tap.toml").write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "open-tap.toml"), "--live", "--time-scale", "0.0005", "--out", str(out)]
+    assert relaysim([*argv, "--report", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "open-tap live (time scale 0.0005) under relay profile keep-everything (the default): " in printed
+    assert f"report: {out / 'report.html'}" in printed
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    tap = json.loads((out / "disclosures" / "tap.json").read_text(encoding="utf-8"))
+    assert tap["response"] == "complied", tap["response"]
+    # The README: a live transcript's relay records keep the relay's own clock, which provider.json reads.
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    (received,) = [e for e in _events(out) if e["kind"] == "message_received"]
+    assert provider["clock_epoch"] <= received["relay"]["accepted_ms"] / 1000 <= provider["run_ended"]
+    assert provider["clock_epoch"] <= received["relay"]["delivery"]["time"] <= provider["run_ended"]
+    # (keep-everything holds no content key: the tap's collection is the message's ciphertext)
+    assert [(c["from"], c["to"]) for c in tap["provided"]["ciphertext"]][:1] == [("amira", "ben")], tap
+
+
+def test_relaysim_run_live_refuses_a_scenario_of_several_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """india-2010 compares BES with consumer BBM; live, it ran one relay under keep-everything, the
+    default [relay] profile, and said nothing of it."""
+    out = tmp_path / "in"
+    assert relaysim(["run", "india-2010", "--live", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "india-2010: scenario.compare_profiles: this scenario runs under several relay" in err, err
+    assert "relaysim run --live runs one relay under one profile" in err, err
+    assert not out.exists()
 
 
 def test_a_relay_slow_to_stop_is_waited_for_not_killed() -> None:
