@@ -404,7 +404,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"{scenario.name} (seed {scenario.seed}) under relay profile {scenario.relay.profile_said()}: "
         f"{summary['people']} people, {summary['devices']} devices, "
-        f"{m['planned']} messages; {m['device_deliveries']}/{m['device_deliveries_expected']} device deliveries, "
+        f"{m['planned']} message{'s' if m['planned'] != 1 else ''}; "
+        f"{m['device_deliveries']}/{m['device_deliveries_expected']} device deliveries, "
         f"{m['lost_by_network']} lost by the network; latency p50 {p50}, p99 {p99}; "
         f"{time.monotonic() - started:.1f} s of real time."
     )

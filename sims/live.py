@@ -1958,9 +1958,10 @@ def run_live(
     m = summary["messages"]
     print(
         f"{scenario.name} live (time scale {time_scale:g}) under relay profile {scenario.relay.profile_said()}: "
-        f"{m['planned']} messages; "
+        f"{m['planned']} message{'s' if m['planned'] != 1 else ''}; "
         f"{m['device_deliveries']}/{m['device_deliveries_expected']} device deliveries, "
-        f"{m['plaintext_mismatches']} mismatches; relay exit code {outcome.relay_exit}; "
+        f"{m['plaintext_mismatches']} mismatch{'es' if m['plaintext_mismatches'] != 1 else ''}; "
+        f"relay exit code {outcome.relay_exit}; "
         f"{outcome.real_seconds:.1f} s of real time."
     )
     print(f"wrote {out}/{outputs_written(out)}")

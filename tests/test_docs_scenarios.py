@@ -148,6 +148,20 @@ def test_the_run_names_the_relay_profile_it_ran_under(
     assert f"`{said}`" in _section("`[relay]`")
 
 
+@pytest.mark.parametrize(("kept", "said"), [(2, "2 messages;"), (1, "1 message;")])
+def test_the_run_line_counts_the_messages_in_words_that_agree(
+    kept: int, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of one message printed "1 messages"."""
+    monkeypatch.chdir(tmp_path)
+    reply = '  { at = "20m", from = "ben", text = "Yes, reading it now." },\n'
+    assert EXAMPLE.count(reply) == 1
+    (tmp_path / "my-case.toml").write_text(EXAMPLE if kept == 2 else EXAMPLE.replace(reply, ""), "utf-8")
+    assert main(["run", "my-case.toml", "--out", "out/case", "--quiet"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("my-case ")]
+    assert f" 2 people, 2 devices, {said} " in line, line
+
+
 def test_a_legal_process_without_a_name_is_named_as_the_page_says() -> None:
     text = EXAMPLE.replace('name = "subpoena-amira"\n', "")
     (event,) = [e for e in parse_scenario(text, "t.toml").events if e.kind == "legal_process"]
