@@ -529,7 +529,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.legal import BACKUP_WARRANT, INSTRUMENTS, with_article
     from relaysim.relay.profiles import NOT_ON_THE_RELAY, PROFILES, profile_as_of
     from relaysim.relay.store import Store, StoreError, refuse_another_schema
-    from relaysim.sims.analysis.runfiles import loads, not_json, provider_problem
+    from relaysim.sims.analysis.runfiles import read_provider
     from relaysim.sims.report import disclosure_json, relay_clock, run_again, sim_clock
     from relaysim.sims.scenario import MAX_DURATION, parse_duration
     from relaysim.sims.term import printable
@@ -573,15 +573,12 @@ def _disclose(args: argparse.Namespace) -> int:
                 f"{run_again(db.parent)}, or give --profile and move the file aside"
             )
 
-        try:
-            provider = loads(read_run_text(provider_file))
-        except ValueError as exc:  # (not JSON, not UTF-8: in the words analyze and report give)
-            raise CliError(f"{not_json(provider_file, exc)}; {advice()}") from None
+        try:  # (in the words analyze and report give, with the command that writes it)
+            provider = read_provider(provider_file) or {}
+        except ValueError as exc:
+            raise CliError(f"{exc}; {advice()}") from None
         except OSError as exc:
             raise CliError(f"{provider_file} cannot be read ({exc}); {advice()}") from None
-        problem = provider_problem(provider)  # (in the words analyze and report give)
-        if problem is not None:  # (the command that writes it, as analyze and report name it)
-            raise CliError(f"{provider_file}: {problem}; {advice()}")
     recorded = provider.get("profile")
     profile_name = args.profile or recorded
     if profile_name is None:

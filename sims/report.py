@@ -69,7 +69,7 @@ from relaysim.sims.analysis.runfiles import (
     numbered_lines,
     open_run_file,
     plain_name_problem,
-    provider_problem,
+    read_provider,
     read_run_text,
     relay_clock,
     shell_word,
@@ -601,22 +601,15 @@ def run_relay_clock(run: Path) -> Callable[[float], float]:
 
 
 def _run_provider_clock(run: Path) -> dict[str, Any] | None:
-    """``run``'s provider.json, its clock's fields checked (clock_epoch, scenario_epoch, time_scale), or
-    None if the folder has none."""
+    """``run``'s provider.json, checked (runfiles.read_provider), or None if the folder has none; a
+    ValueError naming the file, with the command that writes it again."""
     path = run / "provider.json"
-    if not path.exists():  # (a pipe there was taken for no provider.json: the run shown undated)
-        return None
-    try:
-        data = loads(read_run_text(path))
-    except ValueError as exc:  # (not JSON, not UTF-8: every reader's words for it)
-        raise ValueError(f"{not_json(path, exc)}; {run_again(run)}") from None
+    try:  # (a pipe there was taken for no provider.json: the run shown undated)
+        return read_provider(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {run_again(run)}") from None
     except OSError as exc:
         raise ValueError(f"{path} cannot be read ({exc}); {run_again(run)}") from None
-    # ({"x": 1} was read as an undated run, saying nothing; a profile_as_of of 5 as a dated one)
-    problem = provider_problem(data)
-    if problem is not None:
-        raise ValueError(f"{path}: {problem}; {run_again(run)}")
-    return data
 
 
 def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:

@@ -22,10 +22,7 @@ from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, da
 from relaysim.sims.analysis.runfiles import (
     MAX_SDA_TOP,
     brief,
-    loads,
-    not_json,
-    provider_problem,
-    read_run_text,
+    read_provider,
     relay_clock,
     run_subfolder_problem,
 )
@@ -172,17 +169,10 @@ def analyze(
 
 
 def _provider(run: Path) -> dict[str, Any]:
-    f = run / "provider.json"
-    if not f.exists():  # (a live run's folder: none written, the records read as recorded)
-        return {}
-    try:
-        data = loads(read_run_text(f))
+    try:  # (a live run's folder made before live runs wrote one: none, the records read as recorded)
+        return read_provider(run / "provider.json") or {}
     except ValueError as exc:
-        raise AnalysisInputError(not_json(f, exc)) from None
-    problem = provider_problem(data)  # ({"x": 1} was read as a run with no profile, saying nothing)
-    if problem is not None:
-        raise AnalysisInputError(f"{f}: {problem}")
-    return data
+        raise AnalysisInputError(str(exc)) from None
 
 
 def run_clock(run: str | Path) -> Callable[[float], float]:

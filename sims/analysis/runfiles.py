@@ -70,6 +70,7 @@ __all__ = [
     "own_file",
     "plain_name_problem",
     "provider_problem",
+    "read_provider",
     "read_run_file",
     "read_run_text",
     "relay_clock",
@@ -293,6 +294,23 @@ def relay_clock(provider: Mapping[str, Any]) -> Callable[[float], float]:
     run_epoch = float(provider.get("scenario_epoch", relay_epoch))
     scale = float(provider["time_scale"])
     return lambda t: run_epoch + relay_to_run(t, relay_epoch, scale)
+
+
+def read_provider(path: Path) -> dict[str, Any] | None:
+    """A run's ``provider.json`` at ``path``, read and checked (:func:`provider_problem`), or None if there
+    is none; a ValueError naming the file when it is not JSON or not one relaysim writes, in the words
+    every reader gives (analyze, report, disclose, each adding its own advice); an OSError as the read
+    raised it."""
+    if not path.exists():
+        return None
+    try:
+        data = loads(read_run_text(path))
+    except ValueError as exc:  # (not JSON, not UTF-8)
+        raise ValueError(not_json(path, exc)) from None
+    problem = provider_problem(data)  # ({"x": 1} was read as a run with no profile, saying nothing)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+    return data
 
 
 def own_file(run: Path, *parts: str) -> Path:
